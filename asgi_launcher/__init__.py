@@ -1,0 +1,1 @@
+"""Configuration logic of the image: small pure functions, used by gunicorn_conf.py and start.sh."""

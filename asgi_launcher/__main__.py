@@ -1,0 +1,77 @@
+"""Command line used by the start scripts: ``python -m asgi_launcher check``.
+
+``check`` validates every setting and that the app module can be found, before the pre-start script
+runs, so that a typo fails in a second instead of after the migrations. It prints nothing on success,
+and one line naming the variable, the value and what is accepted on failure (exit status 2).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+
+from asgi_launcher.cgroups import read_limits
+from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings
+
+USAGE = "usage: python -m asgi_launcher check"
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except Exception:  # a parent package that fails to import, or a malformed name
+        return False
+
+
+def check_app_module(app_module: str, app_root: str) -> None:
+    module = app_module.split(":", 1)[0].strip()
+    if not module:
+        raise ConfigError(
+            f"no app found: put it in {app_root}/app/main.py or {app_root}/main.py, "
+            "or set MODULE_NAME (and VARIABLE_NAME) or APP_MODULE"
+        )
+    if not _module_exists(module):
+        raise ConfigError(
+            f"APP_MODULE={app_module!r} is not valid: module {module!r} cannot be imported "
+            f"from {os.getcwd()} or PYTHONPATH (expected 'module:variable', e.g. 'app.main:app')"
+        )
+
+
+def check_worker_class(worker_class: str) -> None:
+    # Gunicorn's own short names ("sync", "gthread") have no dot; dotted names must be importable.
+    if worker_class == DEFAULT_WORKER_CLASS or "." not in worker_class:
+        return
+    module = worker_class.rsplit(".", 1)[0]
+    if not _module_exists(module):
+        raise ConfigError(
+            f"WORKER_CLASS={worker_class!r} is not valid: module {module!r} is not installed "
+            f"(expected a worker class such as {DEFAULT_WORKER_CLASS!r})"
+        )
+
+
+def check(env: Mapping[str, str]) -> Settings:
+    settings = Settings.from_env(env, read_limits())
+    check_worker_class(settings.worker_class)
+    conf = env.get("GUNICORN_CONF", "")
+    if conf and not os.path.isfile(conf):
+        raise ConfigError(f"GUNICORN_CONF={conf!r} is not valid: expected the path of an existing file")
+    check_app_module(env.get("APP_MODULE", ""), env.get("APP_ROOT", "/app"))
+    return settings
+
+
+def main(argv: list[str]) -> int:
+    if argv != ["check"]:
+        print(USAGE, file=sys.stderr)
+        return 2
+    try:
+        check(os.environ)
+    except ConfigError as error:
+        print(f"ERROR: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,171 @@
+"""What CPU and memory this process may use: scheduler affinity plus cgroup v1/v2 limits.
+
+Every reader takes a filesystem ``root`` so that unit tests can point it at a fake tree. Anything
+unreadable or malformed counts as "no limit": sizing must never crash a start.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+# cgroup v1 reports "no memory limit" as a page-aligned LONG_MAX; anything this large is no limit.
+_UNLIMITED_BYTES = 1 << 62
+
+
+@dataclass(frozen=True)
+class Limits:
+    affinity: int  # CPUs this process may be scheduled on (cpuset / taskset)
+    cpu_quota: float | None  # quota / period in CPUs; None when there is no quota
+    memory: int | None  # bytes; None when there is no limit
+
+    @property
+    def cores(self) -> int:
+        """CPUs the container may use: the affinity count, capped by the quota rounded up."""
+        if self.cpu_quota is None:
+            return self.affinity
+        return max(1, min(self.affinity, math.ceil(self.cpu_quota)))
+
+
+@dataclass(frozen=True)
+class Mount:
+    root: str  # the hierarchy path that is mounted
+    point: str  # where it is mounted
+    fstype: str
+    super_options: frozenset[str]
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """Map each v1 controller to its cgroup path; the v2 (unified) path is under the key ``""``."""
+    paths: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":
+            paths[""] = path
+        for controller in controllers.split(","):
+            if controller:
+                paths[controller] = path
+    return paths
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if sep < 5 or len(fields) < sep + 4:
+            continue
+        mounts.append(
+            Mount(
+                root=_unescape(fields[3]),
+                point=_unescape(fields[4]),
+                fstype=fields[sep + 1],
+                super_options=frozenset(fields[sep + 3].split(",")),
+            )
+        )
+    return mounts
+
+
+def cgroup_dirs(controller: str, proc_cgroup: dict[str, str], mounts: list[Mount]) -> list[str]:
+    """Directories holding this process's cgroup files for ``controller``, leaf first, up to the mount.
+
+    A v1 hierarchy with the controller wins over the unified (v2) one: on hybrid hosts the v2 mount
+    carries no controllers. Limits set on an ancestor (a Kubernetes pod, say) apply too, so callers
+    take the tightest value along the way.
+    """
+    if controller in proc_cgroup:
+        path = proc_cgroup[controller]
+        candidates = [m for m in mounts if m.fstype == "cgroup" and controller in m.super_options]
+    elif "" in proc_cgroup:
+        path = proc_cgroup[""]
+        candidates = [m for m in mounts if m.fstype == "cgroup2"]
+    else:
+        return []
+    for mount in candidates:
+        # With a cgroup namespace (or a bind mount of the leaf) the mount root is the path itself.
+        if path == mount.root or path.startswith(mount.root.rstrip("/") + "/"):
+            rel = path[len(mount.root.rstrip("/")) :].strip("/")
+        elif mount.root == "/":
+            rel = path.strip("/")
+        else:
+            rel = ""
+        dirs = []
+        parts = rel.split("/") if rel else []
+        for depth in range(len(parts), -1, -1):
+            dirs.append("/".join([mount.point.rstrip("/"), *parts[:depth]]) or "/")
+        return dirs
+    return []
+
+
+def _read(root: Path, path: str) -> str | None:
+    try:
+        return (root / path.lstrip("/")).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _cpu_quota_at(root: Path, directory: str) -> float | None:
+    v2 = _read(root, f"{directory}/cpu.max")
+    if v2 is not None:
+        fields = v2.split()
+        if len(fields) == 2 and fields[0] != "max":
+            return _ratio(fields[0], fields[1])
+        return None
+    quota = _read(root, f"{directory}/cpu.cfs_quota_us")
+    period = _read(root, f"{directory}/cpu.cfs_period_us")
+    if quota is None or period is None:
+        return None
+    return _ratio(quota, period)
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    if q <= 0 or p <= 0:  # v1 uses -1 for "no quota"
+        return None
+    return q / p
+
+
+def _memory_at(root: Path, directory: str) -> int | None:
+    value = _read(root, f"{directory}/memory.max")
+    if value is None:
+        value = _read(root, f"{directory}/memory.limit_in_bytes")
+    try:
+        limit = int(value) if value is not None else None
+    except ValueError:  # "max" in v2
+        return None
+    if limit is None or limit <= 0 or limit >= _UNLIMITED_BYTES:
+        return None
+    return limit
+
+
+def _tightest(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
+
+
+def read_limits(root: str | Path = "/", affinity: int | None = None) -> Limits:
+    """Read the limits of the current process. ``affinity`` defaults to the real scheduler affinity."""
+    root = Path(root)
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    proc_cgroup = parse_proc_cgroup(_read(root, "/proc/self/cgroup") or "")
+    mounts = parse_mountinfo(_read(root, "/proc/self/mountinfo") or "")
+    quota = _tightest([_cpu_quota_at(root, d) for d in cgroup_dirs("cpu", proc_cgroup, mounts)])
+    memory = _tightest([_memory_at(root, d) for d in cgroup_dirs("memory", proc_cgroup, mounts)])
+    return Limits(affinity=affinity, cpu_quota=quota, memory=int(memory) if memory is not None else None)

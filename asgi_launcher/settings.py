@@ -1,0 +1,217 @@
+"""The environment interface of the image: parsing, validation and worker sizing.
+
+``Settings.from_env`` is the one place that reads the environment. A bad value raises ``ConfigError``
+whose message is the single line the operator sees: the variable, the value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from asgi_launcher.cgroups import Limits
+
+DEFAULT_WORKER_CLASS = "asgi_launcher.workers.UvicornWorker"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:ib?|b)?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; ``str()`` is the one-line message for the operator."""
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    """The value of ``name``, or None when unset or empty (tiangolo treats both as unset)."""
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _invalid(name: str, value: str, accepted: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r} is not valid: expected {accepted}")
+
+
+def parse_int(env: Mapping[str, str], name: str, default: int | None, minimum: int = 0) -> int | None:
+    value = _get(env, name)
+    if value is None:
+        return default
+    accepted = f"a whole number >= {minimum}"
+    try:
+        number = int(value)
+    except ValueError:
+        raise _invalid(name, value, accepted) from None
+    if number < minimum:
+        raise _invalid(name, value, accepted)
+    return number
+
+
+def parse_port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise _invalid(name, value, "a TCP port number from 1 to 65535")
+    return int(value)
+
+
+def parse_positive_float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _get(env, name)
+    if value is None:
+        return default
+    accepted = "a number > 0, such as 1 or 0.5"
+    try:
+        number = float(value)
+    except ValueError:
+        raise _invalid(name, value, accepted) from None
+    if not math.isfinite(number) or number <= 0:
+        raise _invalid(name, value, accepted)
+    return number
+
+
+def parse_size(env: Mapping[str, str], name: str) -> int | None:
+    """Bytes, with an optional binary suffix: 536870912, 512M, 1.5G (K, M, G, T; KiB/MB spellings too)."""
+    value = _get(env, name)
+    if value is None:
+        return None
+    match = _SIZE.match(value)
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()]) if match else 0
+    if size < 1:
+        raise _invalid(name, value, "a size in bytes > 0, optionally with K, M or G (e.g. 512M)")
+    return size
+
+
+def parse_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _get(env, name)
+    if value is None:
+        return default
+    if value.lower() not in choices:
+        raise _invalid(name, value, "one of " + ", ".join(choices))
+    return value.lower()
+
+
+@dataclass(frozen=True)
+class Sizing:
+    workers: int
+    rule: str  # which rule decided the count, for the startup line
+    warning: str | None = None
+
+
+def decide_workers(
+    limits: Limits,
+    web_concurrency: int | None,
+    workers_per_core: float,
+    max_workers: int | None,
+    memory_per_worker: int | None,
+) -> Sizing:
+    """tiangolo's formula on the container's cores, then the memory budget.
+
+    ``WEB_CONCURRENCY`` is taken as given (only warned about when it exceeds the memory budget);
+    otherwise ``max(int(WORKERS_PER_CORE * cores), 2)``, capped by ``MAX_WORKERS``, then by
+    ``memory limit // MEMORY_PER_WORKER`` (at least 1).
+    """
+    budget = None
+    if memory_per_worker and limits.memory:
+        budget = max(limits.memory // memory_per_worker, 1)
+    if web_concurrency is not None:
+        warning = None
+        if budget is not None and web_concurrency > budget:
+            warning = (
+                f"WEB_CONCURRENCY={web_concurrency} exceeds the memory budget of {budget} workers "
+                f"({limits.memory} bytes limit / MEMORY_PER_WORKER={memory_per_worker})"
+            )
+        return Sizing(web_concurrency, "web_concurrency", warning)
+    per_core = int(workers_per_core * limits.cores)
+    workers, rule = (per_core, "workers_per_core") if per_core >= 2 else (2, "minimum")
+    if max_workers is not None and max_workers < workers:
+        workers, rule = max_workers, "max_workers"
+    if budget is not None and budget < workers:
+        workers, rule = budget, "memory_per_worker"
+    return Sizing(workers, rule)
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    bind: str
+    loglevel: str
+    worker_class: str
+    timeout: int
+    graceful_timeout: int
+    keepalive: int
+    accesslog: str | None
+    errorlog: str | None
+    workers_per_core: float
+    max_workers: int | None
+    memory_per_worker: int | None
+    limits: Limits
+    sizing: Sizing
+
+    @property
+    def workers(self) -> int:
+        return self.sizing.workers
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], limits: Limits) -> Settings:
+        host = _get(env, "HOST") or "0.0.0.0"
+        port = parse_port(env, "PORT", 80)
+        web_concurrency = parse_int(env, "WEB_CONCURRENCY", None, minimum=1)
+        workers_per_core = parse_positive_float(env, "WORKERS_PER_CORE", 1.0)
+        max_workers = parse_int(env, "MAX_WORKERS", None, minimum=1)
+        memory_per_worker = parse_size(env, "MEMORY_PER_WORKER")
+        # ACCESS_LOG/ERROR_LOG: unset means "-" (stdout/stderr); set but empty disables the log.
+        accesslog = env.get("ACCESS_LOG", "-").strip() or None
+        errorlog = env.get("ERROR_LOG", "-").strip() or None
+        return cls(
+            host=host,
+            port=port,
+            bind=_get(env, "BIND") or f"{host}:{port}",
+            loglevel=parse_choice(env, "LOG_LEVEL", "info", LOG_LEVELS),
+            worker_class=_get(env, "WORKER_CLASS") or DEFAULT_WORKER_CLASS,
+            timeout=parse_int(env, "TIMEOUT", 120),
+            graceful_timeout=parse_int(env, "GRACEFUL_TIMEOUT", 120),
+            keepalive=parse_int(env, "KEEP_ALIVE", 5),
+            accesslog=accesslog,
+            errorlog=errorlog,
+            workers_per_core=workers_per_core,
+            max_workers=max_workers,
+            memory_per_worker=memory_per_worker,
+            limits=limits,
+            sizing=decide_workers(limits, web_concurrency, workers_per_core, max_workers, memory_per_worker),
+        )
+
+    def startup_line(self) -> str:
+        """tiangolo's JSON line (same keys, meanings and types) plus how the worker count was reached."""
+        return json.dumps(
+            {
+                "loglevel": self.loglevel,
+                "workers": self.workers,
+                "bind": self.bind,
+                "worker_class": self.worker_class,
+                "graceful_timeout": self.graceful_timeout,
+                "timeout": self.timeout,
+                "keepalive": self.keepalive,
+                "errorlog": self.errorlog,
+                "accesslog": self.accesslog,
+                "workers_per_core": self.workers_per_core,
+                "use_max_workers": self.max_workers,
+                "host": self.host,
+                "port": str(self.port),
+                "workers_rule": self.sizing.rule,
+                "cpu_affinity": self.limits.affinity,
+                "cpu_quota": self.limits.cpu_quota,
+                "cores": self.limits.cores,
+                "memory_limit": self.limits.memory,
+                "memory_per_worker": self.memory_per_worker,
+            }
+        )
+
+
+def heartbeat_dir() -> str | None:
+    """Gunicorn's worker heartbeat belongs on tmpfs: on overlayfs its fchmod can stall into timeouts."""
+    shm = "/dev/shm"  # noqa: S108 - a per-container tmpfs, not a shared temporary directory
+    return shm if os.path.isdir(shm) else None

@@ -1,0 +1,40 @@
+"""The default Gunicorn worker: ``uvicorn_worker.UvicornWorker`` with Gunicorn's fast stop honoured."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+
+import uvicorn_worker
+from gunicorn.arbiter import Arbiter
+from uvicorn.server import Server
+
+
+class UvicornWorker(uvicorn_worker.UvicornWorker):
+    """On SIGINT or SIGQUIT the Gunicorn master asks its workers for a quick exit with SIGQUIT.
+
+    The stock worker only flips Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so
+    each worker kept serving until the master's ``graceful_timeout`` (120 s by default) ran out and
+    it was killed. Here SIGQUIT makes the server drop its connections and exit at once; SIGTERM keeps
+    its meaning (finish in-flight requests, then exit).
+    """
+
+    async def _serve(self) -> None:
+        self.config.app = self.wsgi
+        server = Server(config=self.config)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quick_exit, server)
+        await server.serve(sockets=self.sockets)
+        if not server.started:
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+
+    def _quick_exit(self, server: Server) -> None:
+        self.alive = False
+        server.should_exit = True
+        server.force_exit = True
+
+
+class UvicornH11Worker(UvicornWorker):
+    """The same with the pure-Python h11 parser and asyncio loop, for platforms without uvloop/httptools."""
+
+    CONFIG_KWARGS = uvicorn_worker.UvicornH11Worker.CONFIG_KWARGS

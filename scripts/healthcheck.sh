@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Container health: GET $HEALTHCHECK_PATH on the local server; healthy on any status below 500, so
+# a 404 still proves that the server is up and the app loaded. An empty HEALTHCHECK_PATH disables it.
+# Plain bash (/dev/tcp): slim images need no curl, and a probe costs a few milliseconds.
+# In the image this file is /usr/local/bin/healthcheck.
+set -euo pipefail
+
+path=${HEALTHCHECK_PATH-/}
+[ -n "$path" ] || exit 0
+
+address=${BIND:-${HOST:-0.0.0.0}:${PORT:-80}}
+address=${address%%,*}  # the first of several binds
+case $address in
+  unix:*) echo "healthcheck: cannot probe BIND=$address; set HEALTHCHECK_PATH='' to disable" >&2; exit 1 ;;
+esac
+port=${address##*:}
+host=${address%:*}
+host=${host#[}
+host=${host%]}
+case $host in
+  "" | 0.0.0.0 | "*") host=127.0.0.1 ;;
+  ::) host=::1 ;;
+esac
+
+exec 3<>"/dev/tcp/$host/$port"
+printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nUser-Agent: healthcheck\r\n\r\n' "$path" >&3
+status=
+read -r -t 5 _ status _ <&3 || true
+case $status in
+  [1-4][0-9][0-9]) exit 0 ;;
+esac
+echo "healthcheck: GET $path on $host:$port answered '${status:-nothing}'" >&2
+exit 1

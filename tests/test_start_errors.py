@@ -1,0 +1,75 @@
+"""Bad settings stop start.sh with one line naming the variable, before the pre-start script runs."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import write
+
+BAD_SETTINGS = [
+    ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY='abc' is not valid: expected a whole number >= 1"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY='0' is not valid: expected a whole number >= 1"),
+    ({"WEB_CONCURRENCY": "-1"}, "WEB_CONCURRENCY='-1' is not valid: expected a whole number >= 1"),
+    ({"WORKERS_PER_CORE": "x"}, "WORKERS_PER_CORE='x' is not valid: expected a number > 0"),
+    ({"MAX_WORKERS": "-1"}, "MAX_WORKERS='-1' is not valid: expected a whole number >= 1"),
+    ({"TIMEOUT": "soon"}, "TIMEOUT='soon' is not valid: expected a whole number >= 0"),
+    ({"GRACEFUL_TIMEOUT": "later"}, "GRACEFUL_TIMEOUT='later' is not valid: expected a whole number >= 0"),
+    ({"KEEP_ALIVE": "yes"}, "KEEP_ALIVE='yes' is not valid: expected a whole number >= 0"),
+    ({"PORT": "http", "BIND": ""}, "PORT='http' is not valid: expected a TCP port number from 1 to 65535"),
+    ({"MEMORY_PER_WORKER": "lots"}, "MEMORY_PER_WORKER='lots' is not valid: expected a size in bytes > 0"),
+    (
+        {"LOG_LEVEL": "loud"},
+        "LOG_LEVEL='loud' is not valid: expected one of critical, error, warning, info, debug",
+    ),
+    ({"MODULE_NAME": "nope"}, "APP_MODULE='nope:app' is not valid: module 'nope' cannot be imported"),
+    (
+        {"APP_MODULE": "app.nope:app"},
+        "APP_MODULE='app.nope:app' is not valid: module 'app.nope' cannot be imported",
+    ),
+    (
+        {"WORKER_CLASS": "nope.Worker"},
+        "WORKER_CLASS='nope.Worker' is not valid: module 'nope' is not installed",
+    ),
+    ({"GUNICORN_CONF": "/nonexistent.py"}, "GUNICORN_CONF='/nonexistent.py' is not valid: expected the path"),
+]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    BAD_SETTINGS,
+    ids=[next(iter(e)) + "=" + next(iter(e.values())) for e, _ in BAD_SETTINGS],
+)
+def test_bad_setting_exits_with_one_line_before_the_pre_start(package_app, launch, env, message):
+    server = launch(package_app, **env)
+    assert server.wait_exit() == 2
+    lines = server.output.splitlines()
+    assert len(lines) == 1, server.output
+    assert lines[0].startswith("ERROR: " + message), lines[0]
+    assert "Traceback" not in server.output
+
+
+def test_no_app_found(tmp_path, launch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    server = launch(empty)
+    assert server.wait_exit() == 2
+    assert server.output == (
+        f"ERROR: no app found: put it in {empty}/app/main.py or {empty}/main.py, "
+        "or set MODULE_NAME (and VARIABLE_NAME) or APP_MODULE\n"
+    )
+
+
+def test_bad_value_exported_by_the_pre_start_script(package_app, launch):
+    """The pre-start may change settings; Gunicorn's config re-validates them, still without a traceback."""
+    write(package_app / "prestart.sh", "export WEB_CONCURRENCY=zero\n")
+    server = launch(package_app)
+    assert server.wait_exit() == 2
+    assert "ERROR: WEB_CONCURRENCY='zero' is not valid: expected a whole number >= 1" in server.output
+    assert "Traceback" not in server.output
+    assert "Booting worker" not in server.output
+
+
+def test_valid_value_exported_by_the_pre_start_script_is_used(package_app, launch):
+    write(package_app / "prestart.sh", "export WEB_CONCURRENCY=3\n")
+    server = launch(package_app)
+    server.wait_ready()
+    assert len(server.wait_workers(3)) == 3
