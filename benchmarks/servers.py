@@ -1,0 +1,183 @@
+"""The servers under test: how each one starts, and how a running one is measured and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sysconfig.get_path("scripts"))
+HOST = "127.0.0.1"
+# Servers start from a clean environment plus what `command` sets, so that a variable left in the
+# caller's shell (WEB_CONCURRENCY, GRANIAN_*, ...) cannot change what is measured.
+KEPT_VARIABLES = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
+
+# name -> (how it is started, whether it writes an access log as run here)
+SERVERS: dict[str, tuple[str, bool]] = {
+    "ours": ("scripts/start.sh, this project's launcher with its defaults", True),
+    "tiangolo": ("gunicorn -k uvicorn.workers.UvicornWorker -c benchmarks/tiangolo_conf.py", True),
+    "uvicorn": ("uvicorn --workers N --no-access-log (the reference for ratios)", False),
+    "fastapi-run": ("fastapi run --workers N, as it ships", True),
+    "granian": ("granian --interface asgi --workers N, as it ships (access log off by default)", False),
+}
+
+
+def command(name: str, workers: int, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and the variables (beyond the clean environment) that start ``name``."""
+    bind = f"{HOST}:{port}"
+    net = ["--host", HOST, "--port", str(port)]
+    if name == "ours":
+        env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py")}
+        return ["scripts/start.sh"], {**env, "BIND": bind, "WEB_CONCURRENCY": str(workers)}
+    if name == "tiangolo":
+        conf = "benchmarks/tiangolo_conf.py"
+        argv = ["gunicorn", "-k", "uvicorn.workers.UvicornWorker", "-c", conf, "app.main:app"]
+        return argv, {"BIND": bind, "WEB_CONCURRENCY": str(workers)}
+    if name == "uvicorn":
+        return ["uvicorn", "app.main:app", "--workers", str(workers), *net, "--no-access-log"], {}
+    if name == "fastapi-run":
+        return ["fastapi", "run", "app/main.py", "--workers", str(workers), *net], {}
+    if name == "granian":
+        return ["granian", "--interface", "asgi", "--workers", str(workers), *net, "app.main:app"], {}
+    raise ValueError(f"unknown server {name!r}")
+
+
+def clean_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {key: os.environ[key] for key in KEPT_VARIABLES if key in os.environ}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    return {**env, **extra}
+
+
+def missing_programs(names: list[str]) -> list[str]:
+    path = clean_env({})["PATH"]
+    programs = {command(name, 1, 1)[0][0] for name in names}
+    return sorted(p for p in programs if not (shutil.which(p, path=path) or (REPO / p).exists()))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def status_of(port: int, path: str = "/", timeout: float = 1.0) -> int | None:
+    """The status of GET ``path``, or None if nothing answered."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+class Running:
+    """One server started in its own session (process group) from the repository root, its output
+    going to a log file. Leaving the ``with`` block kills the whole group, whatever happened."""
+
+    def __init__(self, name: str, workers: int, log: Path):
+        self.name = name
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}/"
+        self.argv, self.variables = command(name, workers, self.port)
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+
+    def __enter__(self) -> Running:
+        with self.log.open("wb") as log:
+            self.started = time.perf_counter()
+            self.proc = subprocess.Popen(
+                self.argv,
+                cwd=REPO,
+                env=clean_env(self.variables),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.kill()
+
+    def wait_first_200(self, deadline: float) -> float:
+        """Seconds from the spawn to the first 200 on ``/``."""
+        last = None
+        while True:
+            last = status_of(self.port)
+            if last == 200:
+                return time.perf_counter() - self.started
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}) before answering; see {self.log}"
+                )
+            if time.perf_counter() - self.started > deadline:
+                raise RuntimeError(
+                    f"{self.name}: no 200 on / within {deadline:.0f} s (last: {last}); see {self.log}"
+                )
+            time.sleep(0.01)
+
+    def processes(self) -> list[psutil.Process]:
+        """The started process and all its descendants."""
+        try:
+            leader = psutil.Process(self.proc.pid)
+            return [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def memory(self) -> dict:
+        """RSS and PSS summed over the process tree (RSS counts a page shared by forked workers once
+        per process; PSS splits it between them)."""
+        rss = pss = count = 0
+        for process in self.processes():
+            try:
+                info = process.memory_full_info()
+            except psutil.Error:
+                continue
+            rss, pss, count = rss + info.rss, pss + info.pss, count + 1
+        return {"rss_bytes": rss, "pss_bytes": pss, "processes": count}
+
+    def stop(self, deadline: float) -> tuple[float, bool]:
+        """SIGTERM to the leader; seconds until it and all its descendants are gone, and whether
+        they went by themselves (else they are killed at ``deadline``)."""
+        descendants = self.processes()[1:]
+        started = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        while time.perf_counter() - started < deadline:
+            if self.proc.poll() is not None and not any(_alive(p) for p in descendants):
+                return time.perf_counter() - started, True
+            time.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        self.kill()
+        return elapsed, False
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        stragglers = self.processes()[1:]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for process in stragglers:  # in case one left the group
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=10)

@@ -1,0 +1,53 @@
+"""The benchmark harness end to end in --quick mode: every server starts, serves and stops, and the
+three result files are written. It asserts that the figures exist and are clean, never how fast."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+SERVERS = ["ours", "tiangolo", "uvicorn", "fastapi-run", "granian"]
+
+
+@pytest.mark.timeout(240)
+def test_quick_run_writes_clean_results(tmp_path):
+    if not shutil.which("wrk"):
+        pytest.fail("the benchmark smoke test needs wrk (Debian: apt-get install wrk); .ci/run installs it")
+    command = [sys.executable, "benchmarks/run.py", "--quick", "--no-container", "--out", str(tmp_path)]
+    harness = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = harness.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        harness.terminate()  # on SIGTERM the harness stops every server it started
+        output, _ = harness.communicate(timeout=60)
+        pytest.fail(f"the quick benchmark run took more than 180 s:\n{output}")
+    assert harness.returncode == 0, output
+
+    for name in ("results.json", "results.md", "chart.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    results = json.loads((tmp_path / "results.json").read_text())
+    markdown = (tmp_path / "results.md").read_text()
+    assert list(results["servers"]) == SERVERS
+    assert results["settings"]["concurrency"] == [1, 16]
+    for name, server in results["servers"].items():
+        assert "error" not in server, (name, server["error"])
+        assert server["start_s"] > 0, name
+        assert server["stop_s"] > 0, name
+        assert server["stop_ok"], name
+        assert server["memory"]["rss_bytes"] > 0, name
+        for level in ("1", "16"):
+            figures = server["levels"][level]
+            assert figures["requests_per_s"] > 0, (name, level)
+            assert figures["socket_errors_total"] == 0, (name, level, figures["socket_errors"])
+            assert figures["non_2xx"] == 0, (name, level)
+        assert f"| {name} |" in markdown, name
+        assert (tmp_path / "raw" / f"{name}.log").exists(), name
+    assert results["servers"]["ours"]["vs_uvicorn"]["levels"]["16"]["requests_per_s"] > 0
+    assert results["container"] == {"skipped": "--no-container"}
