@@ -44,7 +44,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 USER ${APP_UID}:${APP_UID}
 # Port 80 as a non-root user: Docker >= 20.10 sets net.ipv4.ip_unprivileged_port_start=0 in containers.
-EXPOSE 80
+# 9100: Prometheus metrics of all workers (METRICS_PORT), served by the master.
+EXPOSE 80 9100
 # Checks run every 5 s; failures during the first 60 s (slow model loads) do not count.
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 CMD ["healthcheck"]
 CMD ["/start.sh"]

@@ -8,12 +8,14 @@ import os
 import sys
 
 from asgi_launcher.cgroups import read_limits
+from asgi_launcher.hooks import Hooks
+from asgi_launcher.logs import report
 from asgi_launcher.settings import ConfigError, Settings, heartbeat_dir
 
 try:
     _settings = Settings.from_env(os.environ, read_limits())
 except ConfigError as error:
-    print(f"ERROR: {error}", file=sys.stderr, flush=True)
+    report("error", str(error))
     sys.exit(2)  # SystemExit passes through Gunicorn's config loader: no traceback
 
 bind = _settings.bind
@@ -26,10 +28,25 @@ timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive
 worker_tmp_dir = heartbeat_dir()
+forwarded_allow_ips = _settings.forwarded_allow_ips
+if _settings.access_log_format:
+    access_log_format = _settings.access_log_format
+if _settings.log_format == "json":
+    logger_class = "asgi_launcher.hooks.JsonLogger"
 # The control socket (Gunicorn >= 25.1) is a runtime admin channel nobody in a container talks to,
 # and it needs a writable $HOME, which a read-only root filesystem does not have.
 control_socket_disable = True
 
+# Metrics (master: one endpoint for all workers) and the access log (each worker).
+_hooks = Hooks(_settings)
+on_starting = _hooks.on_starting
+when_ready = _hooks.when_ready
+pre_fork = _hooks.pre_fork
+post_fork = _hooks.post_fork
+post_worker_init = _hooks.post_worker_init
+child_exit = _hooks.child_exit
+on_exit = _hooks.on_exit
+
 if _settings.sizing.warning:
-    print(f"WARNING: {_settings.sizing.warning}", file=sys.stderr, flush=True)
+    report("warning", _settings.sizing.warning)
 print(_settings.startup_line(), flush=True)

@@ -1,8 +1,9 @@
-"""Command line used by the start scripts: ``python -m asgi_launcher check``.
+"""Command line used by the start scripts.
 
-``check`` validates every setting and that the app module can be found, before the pre-start script
-runs, so that a typo fails in a second instead of after the migrations. It prints nothing on success,
-and one line naming the variable, the value and what is accepted on failure (exit status 2).
+``python -m asgi_launcher check`` validates every setting and that the app module can be found, before
+the pre-start script runs, so that a typo fails in a second instead of after the migrations. It prints
+nothing on success, and one line naming the variable, the value and what is accepted on failure (exit
+status 2). ``python -m asgi_launcher json-lines PID`` turns start.sh's output into JSON log lines.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import sys
 from collections.abc import Mapping
 
 from asgi_launcher.cgroups import read_limits
+from asgi_launcher.logs import json_lines, report
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings
 
-USAGE = "usage: python -m asgi_launcher check"
+USAGE = "usage: python -m asgi_launcher check | json-lines PID"
 
 
 def _module_exists(module: str) -> bool:
@@ -62,13 +64,16 @@ def check(env: Mapping[str, str]) -> Settings:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["json-lines"] and len(argv) == 2 and argv[1].isdigit():
+        json_lines("start.sh", int(argv[1]))
+        return 0
     if argv != ["check"]:
         print(USAGE, file=sys.stderr)
         return 2
     try:
         check(os.environ)
     except ConfigError as error:
-        print(f"ERROR: {error}", file=sys.stderr)
+        report("error", str(error))
         return 2
     return 0
 

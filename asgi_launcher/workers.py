@@ -12,19 +12,24 @@ from uvicorn.server import Server
 
 
 class UvicornWorker(uvicorn_worker.UvicornWorker):
-    """On SIGINT or SIGQUIT the Gunicorn master asks its workers for a quick exit with SIGQUIT.
+    """Two fixes over the stock worker.
 
-    The stock worker only flips Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so
-    each worker kept serving until the master's ``graceful_timeout`` (120 s by default) ran out and
-    it was killed. Here SIGQUIT makes the server drop its connections and exit at once; SIGTERM keeps
-    its meaning (finish in-flight requests, then exit).
+    On SIGINT or SIGQUIT the Gunicorn master asks its workers for a quick exit with SIGQUIT. The stock
+    worker only flips Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so each worker
+    kept serving until the master's ``graceful_timeout`` (120 s by default) ran out and it was killed.
+    Here SIGQUIT makes the server drop its connections and exit at once; SIGTERM keeps its meaning
+    (finish in-flight requests, then exit).
+
+    Uvicorn gets the plain listening sockets rather than Gunicorn's wrappers: with the wrappers, uvloop
+    closed the descriptor and the wrapper closed it again at shutdown ("Error while closing socket
+    [Errno 9] Bad file descriptor"), a double close that could hit a descriptor reused meanwhile.
     """
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
         server = Server(config=self.config)
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quick_exit, server)
-        await server.serve(sockets=self.sockets)
+        await server.serve(sockets=[getattr(listener, "sock", listener) for listener in self.sockets])
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
 

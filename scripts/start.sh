@@ -27,6 +27,23 @@ fi
 export GUNICORN_CONF=${GUNICORN_CONF:-$default_conf}
 export APP_ROOT
 
+# LOG_FORMAT=json: this script's lines and the pre-start script's output go through a JSON wrapper
+# until Gunicorn takes over stdout/stderr (its own lines are JSON by then).
+json_wrapper=
+log_format=${LOG_FORMAT:-text}
+if [ "${log_format,,}" = json ]; then
+  exec 3>&1 4>&2 > >(python -m asgi_launcher json-lines "$$") 2>&1
+  json_wrapper=$!
+fi
+restore_output() {
+  if [ -n "$json_wrapper" ]; then
+    exec 1>&3 2>&4 3>&- 4>&-
+    wait "$json_wrapper" || true  # every wrapped line is out before anything else writes
+    json_wrapper=
+  fi
+}
+trap restore_output EXIT
+
 # Fail on a bad setting before the pre-start script (migrations) runs: one line, exit status 2.
 python -m asgi_launcher check
 
@@ -36,13 +53,13 @@ if [ -f "$PRE_START_PATH" ]; then
   echo "Running script $PRE_START_PATH"
   # Sourced, as in tiangolo's image, so that its exports reach the server. It runs under plain
   # `set -e` like there; the trap reports a failure (or an early `exit`) before the shell goes away.
-  trap 'echo "ERROR: pre-start script $PRE_START_PATH exited with status $?; the server was not started" >&2' EXIT
+  trap 'echo "ERROR: pre-start script $PRE_START_PATH exited with status $?; the server was not started" >&2; restore_output' EXIT
   exported_before=$(export -p)
   set +u +o pipefail
   # shellcheck source=/dev/null
   . "$PRE_START_PATH"
   set -u -o pipefail
-  trap - EXIT
+  trap restore_output EXIT
   # What it exported is validated too (Gunicorn itself would die on a bad WEB_CONCURRENCY with a traceback).
   if [ "$(export -p)" != "$exported_before" ]; then
     python -m asgi_launcher check
@@ -51,12 +68,15 @@ else
   echo "There is no script $PRE_START_PATH"
 fi
 
-# Empty means unset here (compose passes `WEB_CONCURRENCY: ""`), but Gunicorn and Uvicorn would
-# try int("") on it.
-if [ -z "${WEB_CONCURRENCY:-}" ]; then
-  unset WEB_CONCURRENCY
-fi
+# Empty means unset here (compose passes `WEB_CONCURRENCY: ""`), but Gunicorn and Uvicorn read these
+# two themselves and would fail on an empty value.
+for name in WEB_CONCURRENCY FORWARDED_ALLOW_IPS; do
+  if [ -z "${!name:-}" ]; then
+    unset "$name"
+  fi
+done
 
+restore_output
 if [ "${1:-}" = --reload ]; then
   log_level=${LOG_LEVEL:-info}
   access_log_option=()

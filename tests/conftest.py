@@ -8,6 +8,7 @@ import pytest
 from proc import REPO, START, Launched
 
 SEED_APP = (REPO / "app" / "main.py").read_text()
+PROBE_APP = (REPO / "tests" / "apps" / "probe.py").read_text()
 
 
 def write(path: Path, text: str, mode: int | None = None) -> Path:
@@ -32,6 +33,15 @@ def single_file_app(tmp_path: Path) -> Path:
     """tiangolo's single-module layout: <root>/main.py."""
     root = tmp_path / "root"
     write(root / "main.py", SEED_APP.replace('{"Hello": "World"}', '{"Hello": "single file"}'))
+    return root
+
+
+@pytest.fixture
+def probe_app(tmp_path: Path) -> Path:
+    """tests/apps/probe.py as <root>/app/main.py: slow, blocking, echo and whoami endpoints."""
+    root = tmp_path / "probe"
+    write(root / "app" / "__init__.py", "")
+    write(root / "app" / "main.py", PROBE_APP)
     return root
 
 

@@ -95,13 +95,16 @@ class Container:
         command: Sequence[str] = (),
         container_port: int = 80,
         publish: bool = True,
+        also_publish: Sequence[int] = (),
     ):
         self.name = unique("ctr")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ports = {container_port: self.port} | {port: free_port() for port in also_publish}
         self.run_args = ["run", "-d", "--name", self.name]
         if publish:
-            self.run_args += ["-p", f"127.0.0.1:{self.port}:{container_port}"]
+            for inside, outside in self.ports.items():
+                self.run_args += ["-p", f"127.0.0.1:{outside}:{inside}"]
         for key, value in (env or {}).items():
             self.run_args += ["-e", f"{key}={value}"]
         self.run_args += [*args, image, *command]

@@ -40,6 +40,12 @@ IMAGE_VARIABLES = [
     "ACCESS_LOG",
     "ERROR_LOG",
     "GUNICORN_CMD_ARGS",
+    "LOG_FORMAT",
+    "ACCESS_LOG_FORMAT",
+    "FORWARDED_ALLOW_IPS",
+    "METRICS",
+    "METRICS_PORT",
+    "PROMETHEUS_MULTIPROC_DIR",
     "PRE_START_PATH",
     "MEMORY_PER_WORKER",
     "APP_ROOT",
@@ -77,6 +83,7 @@ class Launched:
 
     def __init__(self, script: Path, app_root: Path, env: Mapping[str, str], log: Path, affinity=None):
         self.port = free_port()
+        self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         full_env = {k: v for k, v in os.environ.items() if k not in IMAGE_VARIABLES}
@@ -89,6 +96,7 @@ class Launched:
                 "BIND": f"127.0.0.1:{self.port}",
                 "HOST": "127.0.0.1",
                 "PORT": str(self.port),
+                "METRICS_PORT": str(self.metrics_port),
             }
         )
         full_env.update(env)

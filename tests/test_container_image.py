@@ -6,6 +6,7 @@ import json
 import threading
 
 import pytest
+from conftest import PROBE_APP
 from dockerutil import docker
 from proc import startup_json, wait_for
 
@@ -192,7 +193,7 @@ def test_docker_stop_when_idle_is_prompt(images, run_container):
 
 
 def test_docker_stop_lets_an_in_flight_request_finish(derive, run_container):
-    image = derive({"app/main.py": SLOW_APP})
+    image = derive({"app/app/__init__.py": "", "app/app/main.py": PROBE_APP})
     c = run_container(image)
     c.wait_ready()
     result = {}
@@ -204,24 +205,3 @@ def test_docker_stop_lets_an_in_flight_request_finish(derive, run_container):
     assert result["r"].status_code == 200
     assert result["r"].json() == {"slept": 3.0}
     assert c.inspect()["State"]["ExitCode"] == 0
-
-
-SLOW_APP = """\
-import asyncio
-
-from fastapi import FastAPI
-
-app = FastAPI()
-
-
-@app.get("/")
-def root():
-    return {"Hello": "World"}
-
-
-@app.get("/slow")
-async def slow(seconds: float):
-    print("slow request started", flush=True)
-    await asyncio.sleep(seconds)
-    return {"slept": seconds}
-"""

@@ -13,39 +13,6 @@ from proc import free_port, startup_json, wait_for
 
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS
 
-PROBE_APP = """\
-    import asyncio
-    import os
-
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-
-    @app.get("/")
-    def root():
-        return {"Hello": "World"}
-
-
-    @app.get("/env/{name}")
-    def env(name: str):
-        return {"value": os.environ.get(name)}
-
-
-    @app.get("/slow")
-    async def slow(seconds: float = 2.0):
-        await asyncio.sleep(seconds)
-        return {"slept": seconds}
-"""
-
-
-@pytest.fixture
-def probe_app(tmp_path):
-    root = tmp_path / "probe"
-    write(root / "app" / "__init__.py", "")
-    write(root / "app" / "main.py", PROBE_APP)
-    return root
-
 
 def test_serves_the_seed_app_with_the_expected_log_lines(package_app, launch):
     server = launch(package_app)

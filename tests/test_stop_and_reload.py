@@ -7,35 +7,8 @@ import threading
 import time
 
 import pytest
-from conftest import SEED_APP, write
+from conftest import SEED_APP
 from proc import START_RELOAD, wait_for
-
-SLOW_APP = """\
-    import asyncio
-
-    from fastapi import FastAPI
-
-    app = FastAPI()
-
-
-    @app.get("/")
-    def root():
-        return {"Hello": "World"}
-
-
-    @app.get("/slow")
-    async def slow(seconds: float):
-        print("slow request started", flush=True)
-        await asyncio.sleep(seconds)
-        return {"slept": seconds}
-"""
-
-
-@pytest.fixture
-def slow_app(tmp_path):
-    root = tmp_path / "slow"
-    write(root / "main.py", SLOW_APP)
-    return root
 
 
 def stop_time(server, sig: int, timeout: float) -> float:
@@ -46,8 +19,8 @@ def stop_time(server, sig: int, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def test_sigterm_lets_an_in_flight_request_finish(slow_app, launch):
-    server = launch(slow_app)
+def test_sigterm_lets_an_in_flight_request_finish(probe_app, launch):
+    server = launch(probe_app)
     server.wait_ready()
     result = {}
 

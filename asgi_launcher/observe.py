@@ -1,0 +1,252 @@
+"""What each worker does per request, in one ASGI wrapper: the access log line and the request metrics.
+
+Uvicorn's own access log goes through ``logging`` and a write per request; here the line is built
+directly and written in one batch per event-loop iteration, which is what keeps the access log cheap
+under load. Gunicorn's ``access_log_format`` is honoured (Uvicorn's worker ignores it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+UNMATCHED = "<unmatched>"  # every path no route matched shares one label: scans cannot add series
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
+
+
+class Exchange:
+    """One finished HTTP request as the log and the metrics see it."""
+
+    __slots__ = ("duration", "response_headers", "response_size", "scope", "status")
+
+    def __init__(self, scope: dict):
+        self.scope = scope
+        self.status = 500  # what Uvicorn answers if the app fails before starting a response
+        self.response_size = 0
+        self.response_headers: list | None = None
+        self.duration = 0.0
+
+    @property
+    def client(self) -> str:
+        client = self.scope.get("client")
+        return f"{client[0]}:{client[1]}" if client else "-"
+
+    @property
+    def path(self) -> str:
+        path = quote(self.scope.get("root_path", "") + self.scope["path"])
+        query = self.scope.get("query_string")
+        return f"{path}?{query.decode('ascii', 'replace')}" if query else path
+
+    @property
+    def route(self) -> str:
+        return getattr(self.scope.get("route"), "path", None) or UNMATCHED
+
+    def request_header(self, name: bytes) -> str | None:
+        for key, value in self.scope.get("headers", ()):
+            if key == name:
+                return value.decode("latin-1")
+        return None
+
+    def response_header(self, name: bytes) -> str | None:
+        for key, value in self.response_headers or ():
+            if key.lower() == name:
+                return value.decode("latin-1")
+        return None
+
+    @property
+    def request_size(self) -> int | None:
+        length = self.request_header(b"content-length")
+        return int(length) if length and length.isdigit() else None
+
+
+def uvicorn_line(x: Exchange) -> str:
+    """The line Uvicorn's worker writes, so that log expectations from tiangolo's image still hold."""
+    return f'{x.client} - "{x.scope["method"]} {x.path} HTTP/{x.scope["http_version"]}" {x.status}'
+
+
+def json_line(x: Exchange) -> str:
+    return json.dumps(
+        {
+            "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "level": "info",
+            "logger": "access",
+            "pid": os.getpid(),
+            "message": uvicorn_line(x),
+            "client": x.client,
+            "method": x.scope["method"],
+            "path": x.path,
+            "route": x.route,
+            "http_version": x.scope["http_version"],
+            "status": x.status,
+            "duration_ms": round(x.duration * 1000, 3),
+            "request_size": x.request_size,
+            "response_size": x.response_size,
+            "user_agent": x.request_header(b"user-agent"),
+        }
+    )
+
+
+_ATOMS: dict[str, Callable[[Exchange], object]] = {
+    "h": lambda x: (x.scope.get("client") or ("-",))[0],
+    "l": lambda x: "-",
+    "u": lambda x: "-",
+    "t": lambda x: time.strftime("[%d/%b/%Y:%H:%M:%S %z]"),
+    "r": lambda x: f"{x.scope['method']} {x.path} HTTP/{x.scope['http_version']}",
+    "m": lambda x: x.scope["method"],
+    "U": lambda x: quote(x.scope["path"]),
+    "q": lambda x: x.scope.get("query_string", b"").decode("ascii", "replace"),
+    "H": lambda x: f"HTTP/{x.scope['http_version']}",
+    "s": lambda x: x.status,
+    "B": lambda x: x.response_size,
+    "b": lambda x: x.response_size or "-",
+    "f": lambda x: x.request_header(b"referer") or "-",
+    "a": lambda x: x.request_header(b"user-agent") or "-",
+    "T": lambda x: int(x.duration),
+    "M": lambda x: int(x.duration * 1000),
+    "D": lambda x: int(x.duration * 1_000_000),
+    "L": lambda x: f"{x.duration:.6f}",
+    "p": lambda x: f"<{os.getpid()}>",
+    "R": lambda x: x.route,  # ours: the route template
+}
+_ATOM = re.compile(r"%\(([^)]*)\)")
+
+
+def atoms_line(fmt: str) -> Callable[[Exchange], str]:
+    """Gunicorn's access_log_format: its atoms, plus {header}i and {header}o; unknown atoms print '-'."""
+    getters: dict[str, Callable[[Exchange], object]] = {}
+    for name in set(_ATOM.findall(fmt)):
+        if name in _ATOMS:
+            getters[name] = _ATOMS[name]
+        elif name.startswith("{") and name.endswith("}i"):
+            header = name[1:-2].lower().encode("latin-1")
+            getters[name] = lambda x, h=header: x.request_header(h) or "-"
+        elif name.startswith("{") and name.endswith("}o"):
+            header = name[1:-2].lower().encode("latin-1")
+            getters[name] = lambda x, h=header: x.response_header(h) or "-"
+        else:
+            getters[name] = lambda x: "-"
+
+    def render(x: Exchange) -> str:
+        return fmt % {name: get(x) for name, get in getters.items()}
+
+    return render
+
+
+class AccessLog:
+    """Lines for Gunicorn's access log handlers, written once per event-loop iteration."""
+
+    def __init__(self, logger: logging.Logger, render: Callable[[Exchange], str]):
+        self.logger = logger
+        self.render = render
+        self._pending: list[str] = []
+
+    def record(self, exchange: Exchange) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(self.render(exchange) + "\n")
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        for handler in self.logger.handlers:
+            stream = getattr(handler, "stream", None)
+            if stream is None:  # not a stream (syslog, say): the slow path, line by line
+                for line in text.splitlines():
+                    self.logger.info(line)
+                continue
+            with handler.lock:  # Gunicorn swaps the stream under this lock when USR1 reopens files
+                stream.write(text)
+                stream.flush()
+
+
+class RequestMetrics:
+    """Request count, latency and in-flight requests, in prometheus_client's multiprocess files."""
+
+    def __init__(self):
+        from prometheus_client import Counter, Gauge, Histogram
+
+        labels = ("method", "route", "status")
+        # Not in the default registry: the master collects from the files, and an app that defines
+        # metrics of the same name must not fail to register them.
+        self._requests = Counter("http_requests_total", "HTTP requests answered", labels, registry=None)
+        self._latency = Histogram(
+            "http_request_duration_seconds", "Time to answer HTTP requests", labels, registry=None
+        )
+        self._in_flight = Gauge(
+            "http_requests_in_progress",
+            "HTTP requests being answered",
+            ("method",),
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self._children: dict[tuple[str, str, int], tuple] = {}
+        self._in_flight_children: dict[str, object] = {}
+
+    @staticmethod
+    def method(scope: dict) -> str:
+        method = scope["method"]
+        return method if method in METHODS else "OTHER"
+
+    def started(self, scope: dict) -> None:
+        self._in_flight_of(self.method(scope)).inc()
+
+    def finished(self, x: Exchange) -> None:
+        method = self.method(x.scope)
+        self._in_flight_of(method).dec()
+        key = (method, x.route, x.status)
+        children = self._children.get(key)
+        if children is None:
+            labels = (key[0], key[1], str(key[2]))
+            children = self._children[key] = (self._requests.labels(*labels), self._latency.labels(*labels))
+        children[0].inc()
+        children[1].observe(x.duration)
+
+    def _in_flight_of(self, method: str):
+        child = self._in_flight_children.get(method)
+        if child is None:
+            child = self._in_flight_children[method] = self._in_flight.labels(method)
+        return child
+
+
+class Observed:
+    """Wraps the app: ``Observed(app, access_log, metrics)``; either of the two may be None."""
+
+    def __init__(self, app, access_log: AccessLog | None, metrics: RequestMetrics | None):
+        self.app = app
+        self.access_log = access_log
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        exchange = Exchange(scope)
+        started = time.perf_counter()
+
+        async def observing_send(message):
+            kind = message["type"]
+            if kind == "http.response.body":
+                exchange.response_size += len(message.get("body", b""))
+            elif kind == "http.response.start":
+                exchange.status = message["status"]
+                exchange.response_headers = message.get("headers")
+            await send(message)
+
+        if self.metrics:
+            self.metrics.started(scope)
+        try:
+            await self.app(scope, receive, observing_send)
+        finally:
+            exchange.duration = time.perf_counter() - started
+            if self.metrics:
+                self.metrics.finished(exchange)
+            if self.access_log:
+                self.access_log.record(exchange)

@@ -1,0 +1,76 @@
+"""Metrics, JSON logs and proxy headers in the real container."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from conftest import PROBE_APP
+from proc import wait_for
+
+HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+
+
+def test_metrics_endpoint_in_a_hardened_container(images, run_container):
+    c = run_container(images["app"], args=HARDENED, also_publish=[9100], env={"WEB_CONCURRENCY": "3"})
+    c.wait_ready()
+    c.wait_workers(3)
+    for i in range(30):
+        with httpx.Client() as client:  # a connection per request: spread over the workers
+            assert client.get(f"{c.url}/items/{i}").status_code == 200
+    metrics_url = f"http://127.0.0.1:{c.ports[9100]}/metrics"
+
+    def counted():
+        text = httpx.get(metrics_url, timeout=5).text
+        line = 'http_requests_total{method="GET",route="/items/{item_id}",status="200"} 30.0'
+        return line in text
+
+    wait_for(counted, 10, "30 requests counted")
+    assert "gunicorn_workers 3.0" in httpx.get(metrics_url).text
+
+
+def test_metrics_off_in_the_container(images, run_container):
+    c = run_container(images["app"], also_publish=[9100], env={"METRICS": "off"})
+    c.wait_ready()
+    try:
+        response = httpx.get(f"http://127.0.0.1:{c.ports[9100]}/metrics", timeout=2)
+    except httpx.TransportError:
+        return  # nothing listens behind the published port
+    raise AssertionError(f"metrics answered with METRICS=off: {response.status_code}")
+
+
+def test_json_logs_in_the_container(images, run_container):
+    c = run_container(images["app"], env={"LOG_FORMAT": "json"})
+    c.wait_ready()
+    c.get("/items/5?q=somequery")
+    wait_for(lambda: '"logger": "access"' in c.logs() and "/items/5" in c.logs(), 10, "the access entry")
+    c.stop()
+    entries = [json.loads(line) for line in c.logs().splitlines()]
+    assert entries[0]["message"] == "Checking for script in /app/prestart.sh"
+    assert entries[0]["pid"] == 1  # start.sh's pid, which Gunicorn's master inherits
+    assert entries[-1]["message"] == "Shutting down: Master"
+    (access,) = [e for e in entries if e.get("logger") == "access" and e["path"] == "/items/5?q=somequery"]
+    assert (access["status"], access["route"], access["method"]) == (200, "/items/{item_id}", "GET")
+
+
+def test_forwarded_headers_in_the_container(derive, run_container):
+    image = derive({"app/app/__init__.py": "", "app/app/main.py": PROBE_APP})
+    headers = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https"}
+    # By default only 127.0.0.1 is trusted: the host's connection arrives from Docker's gateway.
+    untrusted = run_container(image)
+    untrusted.wait_ready()
+    seen = httpx.get(untrusted.url + "/whoami", headers=headers).json()
+    assert seen["client"] != "203.0.113.9"
+    assert seen["scheme"] == "http"
+    # Trust that peer (the proxy, as far as the container can tell): the headers now count.
+    trusted = run_container(image, env={"FORWARDED_ALLOW_IPS": seen["client"]})
+    trusted.wait_ready()
+    assert httpx.get(trusted.url + "/whoami", headers=headers).json() == {
+        "client": "203.0.113.9",
+        "scheme": "https",
+    }
+    wait_for(
+        lambda: "203.0.113.9:" in trusted.logs() and '"GET /whoami HTTP/1.1" 200' in trusted.logs(),
+        5,
+        "the access line with the real client",
+    )
