@@ -28,6 +28,9 @@ timeout = _settings.timeout
 graceful_timeout = _settings.graceful_timeout
 keepalive = _settings.keepalive
 worker_tmp_dir = heartbeat_dir()
+max_requests = _settings.max_requests
+max_requests_jitter = _settings.max_requests_jitter
+preload_app = _settings.preload_app
 forwarded_allow_ips = _settings.forwarded_allow_ips
 if _settings.access_log_format:
     access_log_format = _settings.access_log_format

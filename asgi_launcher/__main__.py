@@ -3,7 +3,8 @@
 ``python -m asgi_launcher check`` validates every setting and that the app module can be found, before
 the pre-start script runs, so that a typo fails in a second instead of after the migrations. It prints
 nothing on success, and one line naming the variable, the value and what is accepted on failure (exit
-status 2). ``python -m asgi_launcher json-lines PID`` turns start.sh's output into JSON log lines.
+status 2). ``serve [--reload]`` runs one Uvicorn process (PROCESS_MANAGER=uvicorn, start-reload.sh);
+``json-lines PID`` turns start.sh's output into JSON log lines.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from collections.abc import Mapping
 
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.logs import json_lines, report
-from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings
+from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, parse_bind
 
-USAGE = "usage: python -m asgi_launcher check | json-lines PID"
+USAGE = "usage: python -m asgi_launcher check | serve [--reload] | json-lines PID"
 
 
 def _module_exists(module: str) -> bool:
@@ -55,6 +56,8 @@ def check_worker_class(worker_class: str) -> None:
 
 def check(env: Mapping[str, str]) -> Settings:
     settings = Settings.from_env(env, read_limits())
+    if settings.process_manager == "uvicorn":
+        parse_bind(settings.bind)
     check_worker_class(settings.worker_class)
     conf = env.get("GUNICORN_CONF", "")
     if conf and not os.path.isfile(conf):
@@ -67,11 +70,16 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["json-lines"] and len(argv) == 2 and argv[1].isdigit():
         json_lines("start.sh", int(argv[1]))
         return 0
-    if argv != ["check"]:
+    if argv not in (["check"], ["serve"], ["serve", "--reload"]):
         print(USAGE, file=sys.stderr)
         return 2
     try:
-        check(os.environ)
+        if argv[0] == "check":
+            check(os.environ)
+        else:
+            from asgi_launcher.single import serve
+
+            serve(reload=argv[1:] == ["--reload"])
     except ConfigError as error:
         report("error", str(error))
         return 2

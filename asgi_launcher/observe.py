@@ -171,22 +171,23 @@ class AccessLog:
 class RequestMetrics:
     """Request count, latency and in-flight requests, in prometheus_client's multiprocess files."""
 
-    def __init__(self):
+    def __init__(self, registry=None):
+        """``registry=None`` under Gunicorn: the master collects from the files, and an app that defines
+        metrics of the same names must not fail to register them. A single process serves ``registry``.
+        """
         from prometheus_client import Counter, Gauge, Histogram
 
         labels = ("method", "route", "status")
-        # Not in the default registry: the master collects from the files, and an app that defines
-        # metrics of the same name must not fail to register them.
-        self._requests = Counter("http_requests_total", "HTTP requests answered", labels, registry=None)
+        self._requests = Counter("http_requests_total", "HTTP requests answered", labels, registry=registry)
         self._latency = Histogram(
-            "http_request_duration_seconds", "Time to answer HTTP requests", labels, registry=None
+            "http_request_duration_seconds", "Time to answer HTTP requests", labels, registry=registry
         )
         self._in_flight = Gauge(
             "http_requests_in_progress",
             "HTTP requests being answered",
             ("method",),
             multiprocess_mode="livesum",
-            registry=None,
+            registry=registry,
         )
         self._children: dict[tuple[str, str, int], tuple] = {}
         self._in_flight_children: dict[str, object] = {}

@@ -21,6 +21,7 @@ DEFAULT_WORKER_CLASS = "asgi_launcher.workers.UvicornWorker"
 METRICS_DEFAULT = True
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 LOG_FORMATS = ("text", "json")
+PROCESS_MANAGERS = ("gunicorn", "uvicorn")
 _BOOLEANS = {
     "1": True,
     "true": True,
@@ -150,6 +151,18 @@ class _AnyAtom(dict):
         return "-"
 
 
+def parse_bind(bind: str) -> dict:
+    """Uvicorn's host/port (or uds) for a Gunicorn-style BIND: ``host:port``, ``[v6]:port``, ``unix:path``."""
+    if "," in bind:
+        raise ConfigError(f"BIND={bind!r} is not valid: expected one address with PROCESS_MANAGER=uvicorn")
+    if bind.startswith("unix:"):
+        return {"uds": bind[len("unix:") :]}
+    host, _, port = bind.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"BIND={bind!r} is not valid: expected HOST:PORT, [IPv6]:PORT or unix:PATH")
+    return {"host": host.strip("[]"), "port": int(port)}
+
+
 @dataclass(frozen=True)
 class Sizing:
     workers: int
@@ -205,6 +218,11 @@ class Settings:
     workers_per_core: float
     max_workers: int | None
     memory_per_worker: int | None
+    process_manager: str
+    max_requests: int
+    max_requests_jitter: int
+    preload_app: bool
+    boot_timeout: int
     log_format: str
     access_log_format: str | None
     forwarded_allow_ips: str
@@ -228,6 +246,12 @@ class Settings:
         # ACCESS_LOG/ERROR_LOG: unset means "-" (stdout/stderr); set but empty disables the log.
         accesslog = env.get("ACCESS_LOG", "-").strip() or None
         errorlog = env.get("ERROR_LOG", "-").strip() or None
+        process_manager = parse_choice(env, "PROCESS_MANAGER", "gunicorn", PROCESS_MANAGERS)
+        if process_manager == "uvicorn":  # one process per container: the orchestrator replicates
+            ignored = f"WEB_CONCURRENCY={web_concurrency} is ignored: PROCESS_MANAGER=uvicorn is one process"
+            sizing = Sizing(1, "process_manager", ignored if web_concurrency else None)
+        else:
+            sizing = decide_workers(limits, web_concurrency, workers_per_core, max_workers, memory_per_worker)
         return cls(
             host=host,
             port=port,
@@ -242,6 +266,11 @@ class Settings:
             workers_per_core=workers_per_core,
             max_workers=max_workers,
             memory_per_worker=memory_per_worker,
+            process_manager=process_manager,
+            max_requests=parse_int(env, "MAX_REQUESTS", 0),
+            max_requests_jitter=parse_int(env, "MAX_REQUESTS_JITTER", 0),
+            preload_app=parse_bool(env, "PRELOAD_APP", False),
+            boot_timeout=parse_int(env, "BOOT_TIMEOUT", 300),
             log_format=parse_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             access_log_format=parse_access_log_format(env, "ACCESS_LOG_FORMAT"),
             # Gunicorn's own default, which it also reads from this variable.
@@ -249,7 +278,7 @@ class Settings:
             metrics=parse_bool(env, "METRICS", METRICS_DEFAULT),
             metrics_port=parse_port(env, "METRICS_PORT", 9100),
             limits=limits,
-            sizing=decide_workers(limits, web_concurrency, workers_per_core, max_workers, memory_per_worker),
+            sizing=sizing,
         )
 
     def startup_line(self) -> str:
@@ -275,6 +304,9 @@ class Settings:
                 "cores": self.limits.cores,
                 "memory_limit": self.limits.memory,
                 "memory_per_worker": self.memory_per_worker,
+                "process_manager": self.process_manager,
+                "max_requests": self.max_requests,
+                "preload_app": self.preload_app,
                 "log_format": self.log_format,
                 "forwarded_allow_ips": self.forwarded_allow_ips,
                 "metrics_port": self.metrics_port if self.metrics else None,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import threading
+import time
 
 import uvicorn_worker
 from gunicorn.arbiter import Arbiter
@@ -23,7 +25,30 @@ class UvicornWorker(uvicorn_worker.UvicornWorker):
     Uvicorn gets the plain listening sockets rather than Gunicorn's wrappers: with the wrappers, uvloop
     closed the descriptor and the wrapper closed it again at shutdown ("Error while closing socket
     [Errno 9] Bad file descriptor"), a double close that could hit a descriptor reused meanwhile.
+
+    And a third: while the app is imported (``boot_timeout``, set from BOOT_TIMEOUT by the config's
+    post_fork hook), a thread keeps the heartbeat going, so that an import slower than TIMEOUT (a model
+    being loaded) is not killed and respawned forever. Past ``boot_timeout`` the beat stops and
+    TIMEOUT applies again, so an import that hangs is still killed.
     """
+
+    boot_timeout = 0  # seconds; 0 keeps Gunicorn's behaviour
+
+    def load_wsgi(self) -> None:
+        if self.boot_timeout <= 0 or self.timeout <= 0:
+            return super().load_wsgi()
+        loaded = threading.Event()
+
+        def beat() -> None:
+            deadline = time.monotonic() + self.boot_timeout
+            while not loaded.wait(min(1.0, self.timeout / 4)) and time.monotonic() < deadline:
+                self.notify()
+
+        threading.Thread(target=beat, name="boot-heartbeat", daemon=True).start()
+        try:
+            super().load_wsgi()
+        finally:
+            loaded.set()
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Start the app: validate the settings, run the pre-start script, then exec Gunicorn with Uvicorn
-# workers (or, with --reload, one reloading Uvicorn for development). Compatible with tiangolo's
-# /start.sh: same variables, same log lines. In the image this file is /start.sh.
+# Start the app: validate the settings, run the pre-start script, then exec the server: Gunicorn with
+# Uvicorn workers, or one Uvicorn process (PROCESS_MANAGER=uvicorn; --reload for development).
+# --prestart-only stops after the pre-start script (a Kubernetes init container, a migration job).
+# Compatible with tiangolo's /start.sh: same variables, same log lines. In the image: /start.sh.
 set -euo pipefail
 
 APP_ROOT=${APP_ROOT:-/app}
@@ -47,26 +48,34 @@ trap restore_output EXIT
 # Fail on a bad setting before the pre-start script (migrations) runs: one line, exit status 2.
 python -m asgi_launcher check
 
-PRE_START_PATH=${PRE_START_PATH:-$APP_ROOT/prestart.sh}
-echo "Checking for script in $PRE_START_PATH"
-if [ -f "$PRE_START_PATH" ]; then
+# Sourced, as in tiangolo's image, so that its exports reach the server. It runs under plain `set -e`
+# like there; the trap reports a failure (or an early `exit`) before the shell goes away.
+run_prestart() {
+  if [ -z "$PRE_START_PATH" ]; then
+    echo "Pre-start step disabled (PRE_START_PATH is empty)"
+    return
+  fi
+  echo "Checking for script in $PRE_START_PATH"
+  if [ ! -f "$PRE_START_PATH" ]; then
+    echo "There is no script $PRE_START_PATH"
+    return
+  fi
   echo "Running script $PRE_START_PATH"
-  # Sourced, as in tiangolo's image, so that its exports reach the server. It runs under plain
-  # `set -e` like there; the trap reports a failure (or an early `exit`) before the shell goes away.
   trap 'echo "ERROR: pre-start script $PRE_START_PATH exited with status $?; the server was not started" >&2; restore_output' EXIT
+  local exported_before
   exported_before=$(export -p)
   set +u +o pipefail
   # shellcheck source=/dev/null
   . "$PRE_START_PATH"
   set -u -o pipefail
   trap restore_output EXIT
-  # What it exported is validated too (Gunicorn itself would die on a bad WEB_CONCURRENCY with a traceback).
+  # What it exported is validated too (Gunicorn would die on a bad WEB_CONCURRENCY with a traceback).
   if [ "$(export -p)" != "$exported_before" ]; then
     python -m asgi_launcher check
   fi
-else
-  echo "There is no script $PRE_START_PATH"
-fi
+}
+PRE_START_PATH=${PRE_START_PATH-$APP_ROOT/prestart.sh}
+run_prestart
 
 # Empty means unset here (compose passes `WEB_CONCURRENCY: ""`), but Gunicorn and Uvicorn read these
 # two themselves and would fail on an empty value.
@@ -77,15 +86,13 @@ for name in WEB_CONCURRENCY FORWARDED_ALLOW_IPS; do
 done
 
 restore_output
-if [ "${1:-}" = --reload ]; then
-  log_level=${LOG_LEVEL:-info}
-  access_log_option=()
-  if [ -z "${ACCESS_LOG-"-"}" ]; then
-    access_log_option=(--no-access-log)
-  fi
-  exec uvicorn --reload --reload-dir "$APP_ROOT" --workers 1 \
-    --host "${HOST:-0.0.0.0}" --port "${PORT:-80}" --log-level "${log_level,,}" \
-    "${access_log_option[@]}" "$APP_MODULE"
+process_manager=${PROCESS_MANAGER:-gunicorn}
+case "${1:-}" in
+  --prestart-only) exit 0 ;;
+  --reload) exec python -m asgi_launcher serve --reload ;;
+esac
+if [ "${process_manager,,}" = uvicorn ]; then
+  exec python -m asgi_launcher serve
 fi
 
 # tiangolo passed -k unconditionally, which silently overrode a worker_class set in a custom config.

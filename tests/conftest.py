@@ -50,9 +50,9 @@ def launch(tmp_path: Path):
     """Start a script (start.sh by default) against an app root; everything is killed at teardown."""
     started: list[Launched] = []
 
-    def _launch(app_root: Path, script: Path = START, affinity=None, **env: str) -> Launched:
+    def _launch(app_root: Path, script: Path = START, affinity=None, script_args=(), **env: str) -> Launched:
         log = tmp_path / f"output-{len(started)}.log"
-        launched = Launched(script, app_root, env, log, affinity=affinity)
+        launched = Launched(script, app_root, env, log, affinity=affinity, script_args=script_args)
         started.append(launched)
         return launched
 

@@ -47,6 +47,11 @@ IMAGE_VARIABLES = [
     "METRICS_PORT",
     "PROMETHEUS_MULTIPROC_DIR",
     "PRE_START_PATH",
+    "PROCESS_MANAGER",
+    "MAX_REQUESTS",
+    "MAX_REQUESTS_JITTER",
+    "PRELOAD_APP",
+    "BOOT_TIMEOUT",
     "MEMORY_PER_WORKER",
     "APP_ROOT",
     "BASE_GUNICORN_CONF",
@@ -81,7 +86,9 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str, interva
 class Launched:
     """A start script running in its own session, output captured to a file."""
 
-    def __init__(self, script: Path, app_root: Path, env: Mapping[str, str], log: Path, affinity=None):
+    def __init__(
+        self, script: Path, app_root: Path, env: Mapping[str, str], log: Path, affinity=None, script_args=()
+    ):
         self.port = free_port()
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -103,7 +110,7 @@ class Launched:
         self.env = full_env
         with open(log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(script)],
+                [str(script), *script_args],
                 cwd=app_root,
                 env=full_env,
                 stdout=out,

@@ -1,0 +1,110 @@
+"""One Uvicorn process: PROCESS_MANAGER=uvicorn (clusters replicate containers instead) and --reload.
+
+Same settings, validation, startup line, access log, log formats, proxy settings and metrics as the
+Gunicorn mode; `python -m asgi_launcher serve [--reload]`, exec'd by start.sh.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+
+from asgi_launcher.cgroups import read_limits
+from asgi_launcher.logs import JsonFormatter, report
+from asgi_launcher.observe import AccessLog, Observed, RequestMetrics, atoms_line, json_line, uvicorn_line
+from asgi_launcher.settings import Settings, Sizing, parse_bind
+
+ACCESS_LOGGER = "asgi_launcher.access"
+# Gunicorn's error-log line, so that both modes read alike.
+TEXT_FORMAT = logging.Formatter(
+    "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"
+)
+
+
+def _handler(target: str | None, stream) -> logging.Handler | None:
+    if target is None:
+        return None
+    return logging.StreamHandler(stream) if target == "-" else logging.FileHandler(target)
+
+
+def configure_logging(settings: Settings) -> None:
+    formatter = JsonFormatter() if settings.log_format == "json" else TEXT_FORMAT
+    for name, target, stream in (
+        ("uvicorn.error", settings.errorlog, sys.stderr),
+        (ACCESS_LOGGER, settings.accesslog, sys.stdout),
+    ):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = False
+        logger.setLevel(settings.loglevel.upper() if name == "uvicorn.error" else logging.INFO)
+        handler = _handler(target, stream)
+        if handler:
+            handler.setFormatter(formatter)
+            logger.addHandler(handler)
+    if settings.log_format == "json" and not logging.getLogger().handlers:
+        root = logging.StreamHandler(sys.stderr)
+        root.setFormatter(formatter)
+        logging.getLogger().addHandler(root)
+
+
+def build_app():
+    """Uvicorn's app factory, run in the serving process (also in each reload of --reload)."""
+    from uvicorn.importer import import_from_string
+
+    settings = Settings.from_env(os.environ, read_limits())
+    configure_logging(settings)
+    app = import_from_string(os.environ["APP_MODULE"])
+    access_log = None
+    if settings.accesslog:
+        if settings.log_format == "json":
+            render = json_line
+        elif settings.access_log_format:
+            render = atoms_line(settings.access_log_format)
+        else:
+            render = uvicorn_line
+        access_log = AccessLog(logging.getLogger(ACCESS_LOGGER), render)
+    metrics = None
+    if settings.metrics and os.environ.get("ASGI_LAUNCHER_RELOAD") != "1":
+        from prometheus_client import REGISTRY, start_http_server
+
+        metrics = RequestMetrics(registry=REGISTRY)
+        start_http_server(settings.metrics_port, addr=settings.host)
+    return Observed(app, access_log, metrics) if access_log or metrics else app
+
+
+def serve(reload: bool) -> None:
+    import uvicorn
+
+    settings = Settings.from_env(os.environ, read_limits())
+    address = parse_bind(settings.bind)
+    if reload:
+        settings = replace(settings, process_manager="uvicorn", sizing=Sizing(1, "reload"))
+    if settings.sizing.warning:
+        report("warning", settings.sizing.warning)
+    print(settings.startup_line(), flush=True)
+    configure_logging(settings)
+    if reload:
+        os.environ["ASGI_LAUNCHER_RELOAD"] = "1"  # the reloaded processes come and go: no metrics port
+    # Uvicorn re-raises the stop signal once it has shut down gracefully; end with status 0 then, as
+    # Gunicorn does, rather than die by the signal (exit 143 in `docker ps`).
+    for stop in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop, lambda *_: sys.exit(0))
+    uvicorn.run(
+        "asgi_launcher.single:build_app",
+        factory=True,
+        **address,
+        reload=reload,
+        workers=1,  # Uvicorn would take WEB_CONCURRENCY: one process is this mode's point
+        reload_dirs=[os.environ.get("APP_ROOT", "/app")] if reload else None,
+        log_config=None,
+        log_level=settings.loglevel,
+        access_log=False,  # ours, in build_app
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_keep_alive=settings.keepalive,
+        timeout_graceful_shutdown=settings.graceful_timeout or None,
+        limit_max_requests=settings.max_requests or None,
+    )
