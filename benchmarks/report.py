@@ -48,7 +48,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def markdown(results: dict) -> str:
     machine, settings, servers = results["machine"], results["settings"], results["servers"]
-    load_average = f"load average before {machine['loadavg_start']}, after {machine['loadavg_end']}"
+    load_average = f"load average at the start {machine['loadavg_start']}"
     out = [
         f"# Benchmark, {results['date']}",
         "",
@@ -66,6 +66,9 @@ def markdown(results: dict) -> str:
         " by default.",
         "- Ratios are the server's figure divided by uvicorn's from this run: above 1 means more requests/s, "
         "or more latency, time or memory.",
+        "- Other CPU %: the share of the machine's CPU time that anything but the server, wrk and this"
+        " harness used during the measured run. A few percent (kernel networking, the Docker daemon) is"
+        " the idle baseline; much more means another job disturbed that figure: rerun it.",
         "",
         "| server | command | version |",
         "|---|---|---|",
@@ -85,7 +88,7 @@ def markdown(results: dict) -> str:
         for name, server in servers.items():
             figures = server.get("levels", {}).get(str(level))
             if not figures:
-                rows.append([name] + ["n/a"] * 8)
+                rows.append([name] + ["n/a"] * 9)
                 continue
             vs = (server.get("vs_uvicorn") or {}).get("levels", {}).get(str(level), {})
             rows.append(
@@ -99,11 +102,12 @@ def markdown(results: dict) -> str:
                     _x(vs.get("p99_ms")),
                     str(figures["socket_errors_total"]),
                     str(figures["non_2xx"]),
+                    _num(figures.get("other_cpu_percent"), 0),
                 ]
             )
         out += [f"## Concurrency {level}", ""]
         header = ["server", "requests/s", "vs uvicorn", "p50 ms", "vs uvicorn", "p99 ms", "vs uvicorn"]
-        out += _table([*header, "socket errors", "non-2xx"], rows)
+        out += _table([*header, "socket errors", "non-2xx", "other CPU %"], rows)
 
     rows = []
     for name, server in servers.items():

@@ -168,6 +168,15 @@ def git_state() -> str:
     )
 
 
+def other_cpu_percent(before: tuple, after: tuple) -> float:
+    """Share of the machine's CPU time that other processes used during a run (noise indicator)."""
+    (start, busy_start, own_start), server_start = before
+    (end, busy_end, own_end), server_end = after
+    ours = (own_end - own_start) + (server_end - server_start)
+    capacity = (end - start) * (os.cpu_count() or 1)
+    return max(0.0, 100 * ((busy_end - busy_start) - ours) / capacity)
+
+
 def measure(name: str, args: argparse.Namespace, raw: Path) -> dict:
     description, access_log = servers.SERVERS[name]
     result: dict = {"description": description, "access_log": access_log, "log": f"raw/{name}.log"}
@@ -182,12 +191,16 @@ def measure(name: str, args: argparse.Namespace, raw: Path) -> dict:
             for level in args.concurrency:
                 if args.warmup:
                     load.wrk(server.url, level, args.warmup)
+                before = servers.other_cpu(), server.cpu_seconds()
                 figures = load.wrk(server.url, level, args.duration, raw / f"wrk-{name}-c{level}.txt")
+                figures["other_cpu_percent"] = other_cpu_percent(
+                    before, (servers.other_cpu(), server.cpu_seconds())
+                )
                 result["levels"][str(level)] = figures
                 print(
                     f"   c={level}: {figures['requests_per_s']:,.0f} requests/s,"
                     f" p99 {figures['p99_ms']:.2f} ms, {figures['socket_errors_total']} socket errors,"
-                    f" {figures['non_2xx']} non-2xx",
+                    f" {figures['non_2xx']} non-2xx, other CPU {figures['other_cpu_percent']:.0f} %",
                     flush=True,
                 )
             result["memory"] = server.memory()

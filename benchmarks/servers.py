@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -89,6 +90,19 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+def other_cpu() -> tuple[float, float, float]:
+    """(now, CPU seconds the whole machine has been busy, CPU seconds of this process and its
+    finished children such as wrk): two of these around a run give the share of the machine that
+    something other than the server, wrk and this harness used meanwhile."""
+    machine = psutil.cpu_times()
+    busy = machine.user + machine.nice + machine.system + machine.irq + machine.softirq
+    own = sum(
+        usage.ru_utime + usage.ru_stime
+        for usage in (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    )
+    return time.perf_counter(), busy, own
+
+
 class Running:
     """One server started in its own session (process group) from the repository root, its output
     going to a log file. Leaving the ``with`` block kills the whole group, whatever happened."""
@@ -155,6 +169,15 @@ class Running:
                 continue
             rss, pss, count = rss + info.rss, pss + info.pss, count + 1
         return {"rss_bytes": rss, "pss_bytes": pss, "processes": count}
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the process tree."""
+        total = 0.0
+        for process in self.processes():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                total += times.user + times.system
+        return total
 
     def stop(self, deadline: float) -> tuple[float, bool]:
         """SIGTERM to the leader; seconds until it and all its descendants are gone, and whether
