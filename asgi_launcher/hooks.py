@@ -65,7 +65,7 @@ class Hooks:
 
     # ---- in each worker
     def post_fork(self, server, worker) -> None:
-        worker.boot_timeout = self.settings.boot_timeout  # read by our worker class while importing the app
+        worker.boot_timeout = self.settings.boot_timeout  # bounds the app's import and startup (our worker)
         if self.metrics:
             self.metrics.close_in_child()
 

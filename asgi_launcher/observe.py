@@ -45,6 +45,10 @@ class Exchange:
         return f"{path}?{query.decode('ascii', 'replace')}" if query else path
 
     @property
+    def request_line(self) -> str:
+        return f"{self.scope['method']} {self.path}"
+
+    @property
     def route(self) -> str:
         return getattr(self.scope.get("route"), "path", None) or UNMATCHED
 
@@ -225,6 +229,7 @@ class Observed:
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
+        self.in_flight: set[Exchange] = set()  # named by the worker when it times out
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -243,9 +248,11 @@ class Observed:
 
         if self.metrics:
             self.metrics.started(scope)
+        self.in_flight.add(exchange)
         try:
             await self.app(scope, receive, observing_send)
         finally:
+            self.in_flight.discard(exchange)
             exchange.duration = time.perf_counter() - started
             if self.metrics:
                 self.metrics.finished(exchange)

@@ -270,7 +270,7 @@ class Settings:
             max_requests=parse_int(env, "MAX_REQUESTS", 0),
             max_requests_jitter=parse_int(env, "MAX_REQUESTS_JITTER", 0),
             preload_app=parse_bool(env, "PRELOAD_APP", False),
-            boot_timeout=parse_int(env, "BOOT_TIMEOUT", 300),
+            boot_timeout=parse_int(env, "BOOT_TIMEOUT", 600),
             log_format=parse_choice(env, "LOG_FORMAT", "text", LOG_FORMATS),
             access_log_format=parse_access_log_format(env, "ACCESS_LOG_FORMAT"),
             # Gunicorn's own default, which it also reads from this variable.

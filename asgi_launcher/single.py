@@ -15,6 +15,7 @@ from dataclasses import replace
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.logs import JsonFormatter, report
 from asgi_launcher.observe import AccessLog, Observed, RequestMetrics, atoms_line, json_line, uvicorn_line
+from asgi_launcher.protocol import has_httptools, with_limits
 from asgi_launcher.settings import Settings, Sizing, parse_bind
 
 ACCESS_LOGGER = "asgi_launcher.access"
@@ -107,4 +108,5 @@ def serve(reload: bool) -> None:
         timeout_keep_alive=settings.keepalive,
         timeout_graceful_shutdown=settings.graceful_timeout or None,
         limit_max_requests=settings.max_requests or None,
+        **({"http": with_limits(4094, 100, 8190)} if has_httptools() else {}),  # Gunicorn's defaults
     )

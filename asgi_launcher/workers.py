@@ -1,8 +1,25 @@
-"""The default Gunicorn worker: ``uvicorn_worker.UvicornWorker`` with Gunicorn's fast stop honoured."""
+"""The default Gunicorn worker: ``uvicorn_worker.UvicornWorker`` with what it gets wrong put right.
+
+- Quick stop: on SIGINT or SIGQUIT the master asks its workers for a quick exit with SIGQUIT. The
+  stock worker only flipped Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so each
+  worker kept serving until ``graceful_timeout`` (120 s by default) ran out and it was killed. Here
+  the server drops its connections and exits at once. SIGTERM keeps its meaning.
+- Request limits: Gunicorn's ``limit_request_*`` settings are enforced (httptools has no limits).
+- A bounded boot: Gunicorn (>= 21) never applies TIMEOUT before a worker's first heartbeat, so an
+  import or a lifespan startup that hangs kept a worker that never served. ``boot_timeout`` (from
+  BOOT_TIMEOUT, set by the config's post_fork hook) bounds the import plus the startup; past it the
+  worker says so in one line and exits, and the master starts another. A slow model load within the
+  bound is fine, whatever TIMEOUT is (tiangolo's Gunicorn 20 killed it after TIMEOUT, forever).
+- Timeouts explained: when the master aborts a worker whose heartbeat stopped (TIMEOUT), the worker
+  logs one line saying what it was serving, instead of dying silently.
+- No double close: Uvicorn gets the plain listening sockets, not Gunicorn's wrappers, which uvloop
+  closed and the wrapper closed again ("Error while closing socket [Errno 9] Bad file descriptor").
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import threading
@@ -12,47 +29,48 @@ import uvicorn_worker
 from gunicorn.arbiter import Arbiter
 from uvicorn.server import Server
 
+from asgi_launcher.protocol import has_httptools, with_limits
+
 
 class UvicornWorker(uvicorn_worker.UvicornWorker):
-    """Two fixes over the stock worker.
+    boot_timeout = 0  # seconds; 0 keeps Gunicorn's behaviour (no bound)
+    _server: Server | None = None
 
-    On SIGINT or SIGQUIT the Gunicorn master asks its workers for a quick exit with SIGQUIT. The stock
-    worker only flips Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so each worker
-    kept serving until the master's ``graceful_timeout`` (120 s by default) ran out and it was killed.
-    Here SIGQUIT makes the server drop its connections and exit at once; SIGTERM keeps its meaning
-    (finish in-flight requests, then exit).
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.config.http == "auto" and has_httptools():
+            cfg = self.cfg
+            self.config.http = with_limits(
+                cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size
+            )
 
-    Uvicorn gets the plain listening sockets rather than Gunicorn's wrappers: with the wrappers, uvloop
-    closed the descriptor and the wrapper closed it again at shutdown ("Error while closing socket
-    [Errno 9] Bad file descriptor"), a double close that could hit a descriptor reused meanwhile.
-
-    And a third: while the app is imported (``boot_timeout``, set from BOOT_TIMEOUT by the config's
-    post_fork hook), a thread keeps the heartbeat going, so that an import slower than TIMEOUT (a model
-    being loaded) is not killed and respawned forever. Past ``boot_timeout`` the beat stops and
-    TIMEOUT applies again, so an import that hangs is still killed.
-    """
-
-    boot_timeout = 0  # seconds; 0 keeps Gunicorn's behaviour
+    def init_signals(self) -> None:
+        super().init_signals()
+        signal.signal(signal.SIGABRT, self._timed_out)
 
     def load_wsgi(self) -> None:
-        if self.boot_timeout <= 0 or self.timeout <= 0:
-            return super().load_wsgi()
-        loaded = threading.Event()
+        if self.boot_timeout > 0:
+            threading.Thread(target=self._watch_boot, name="boot-watchdog", daemon=True).start()
+        super().load_wsgi()
 
-        def beat() -> None:
-            deadline = time.monotonic() + self.boot_timeout
-            while not loaded.wait(min(1.0, self.timeout / 4)) and time.monotonic() < deadline:
-                self.notify()
-
-        threading.Thread(target=beat, name="boot-heartbeat", daemon=True).start()
-        try:
-            super().load_wsgi()
-        finally:
-            loaded.set()
+    def _watch_boot(self) -> None:
+        deadline = time.monotonic() + self.boot_timeout
+        while time.monotonic() < deadline:
+            if self._server is not None and self._server.started:
+                return
+            time.sleep(0.1)
+        self.log.error(
+            "Worker (pid:%s) did not boot within BOOT_TIMEOUT=%ss (importing %s and running its startup); "
+            "exiting so that the master starts another",
+            os.getpid(),
+            self.boot_timeout,
+            getattr(self.app, "app_uri", None) or "the app",
+        )
+        os._exit(1)
 
     async def _serve(self) -> None:
         self.config.app = self.wsgi
-        server = Server(config=self.config)
+        server = self._server = Server(config=self.config)
         asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quick_exit, server)
         await server.serve(sockets=[getattr(listener, "sock", listener) for listener in self.sockets])
         if not server.started:
@@ -62,6 +80,20 @@ class UvicornWorker(uvicorn_worker.UvicornWorker):
         self.alive = False
         server.should_exit = True
         server.force_exit = True
+
+    def _timed_out(self, sig, frame) -> None:
+        """SIGABRT from the master: no heartbeat for TIMEOUT seconds. Say why, then go."""
+        in_flight = getattr(getattr(self, "wsgi", None), "in_flight", None)
+        serving = ", ".join(sorted(x.request_line for x in in_flight)) if in_flight else "no tracked request"
+        self.log.critical(
+            "Worker (pid:%s) timed out: no heartbeat for %ss (its event loop was blocked or busy); "
+            "serving: %s",
+            os.getpid(),
+            self.cfg.timeout,  # self.timeout is half of it: the heartbeat interval
+            serving,
+        )
+        self.cfg.worker_abort(self)
+        os._exit(1)
 
 
 class UvicornH11Worker(UvicornWorker):

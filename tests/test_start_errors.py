@@ -30,6 +30,26 @@ BAD_SETTINGS = [
         "WORKER_CLASS='nope.Worker' is not valid: module 'nope' is not installed",
     ),
     ({"GUNICORN_CONF": "/nonexistent.py"}, "GUNICORN_CONF='/nonexistent.py' is not valid: expected the path"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not valid: expected one of text, json"),
+    (
+        {"ACCESS_LOG_FORMAT": "%(h"},
+        "ACCESS_LOG_FORMAT='%(h' is not valid: expected a Gunicorn access log format",
+    ),
+    (
+        {"FORWARDED_ALLOW_IPS": "proxy"},
+        "FORWARDED_ALLOW_IPS='proxy' is not valid: expected comma-separated IP",
+    ),
+    (
+        {"METRICS": "maybe"},
+        "METRICS='maybe' is not valid: expected one of on, off, true, false, 1, 0, yes, no",
+    ),
+    ({"METRICS_PORT": "0"}, "METRICS_PORT='0' is not valid: expected a TCP port number from 1 to 65535"),
+    ({"PROCESS_MANAGER": "pm2"}, "PROCESS_MANAGER='pm2' is not valid: expected one of gunicorn, uvicorn"),
+    ({"MAX_REQUESTS": "many"}, "MAX_REQUESTS='many' is not valid: expected a whole number >= 0"),
+    ({"MAX_REQUESTS_JITTER": "-3"}, "MAX_REQUESTS_JITTER='-3' is not valid: expected a whole number >= 0"),
+    ({"PRELOAD_APP": "sometimes"}, "PRELOAD_APP='sometimes' is not valid: expected one of on, off, true"),
+    ({"BOOT_TIMEOUT": "1m"}, "BOOT_TIMEOUT='1m' is not valid: expected a whole number >= 0"),
+    ({"HOST": "", "PORT": "99999", "BIND": ""}, "PORT='99999' is not valid: expected a TCP port number"),
 ]
 
 
