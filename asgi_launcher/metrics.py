@@ -15,6 +15,8 @@ import shutil
 import threading
 from collections import defaultdict
 
+from asgi_launcher.observe import with_request_totals
+
 ARCHIVED_TYPES = ("counter", "histogram", "summary")  # gauges of dead workers are dropped, not summed
 
 
@@ -49,7 +51,8 @@ class MasterMetrics:
         from prometheus_client.multiprocess import MultiProcessCollector
 
         with self.lock:
-            yield from MultiProcessCollector(None, path=self.directory).collect()
+            collected = list(MultiProcessCollector(None, path=self.directory).collect())
+        yield from with_request_totals(collected)
         yield GaugeMetricFamily("gunicorn_workers", "Worker processes alive now", value=self.workers())
         yield CounterMetricFamily(
             "gunicorn_worker_starts", "Worker processes started", value=self.worker_starts

@@ -1,13 +1,16 @@
 """What each worker does per request, in one ASGI wrapper: the access log line and the request metrics.
 
-Uvicorn's own access log goes through ``logging`` and a write per request; here the line is built
-directly and written in one batch per event-loop iteration, which is what keeps the access log cheap
-under load. Gunicorn's ``access_log_format`` is honoured (Uvicorn's worker ignores it).
+Uvicorn's own access log goes through ``logging`` and a write per request. Here a request only
+appends its line, or adds its latency to an in-memory tally; both are written out together every
+FLUSH_INTERVAL (and at exit), which is what keeps them cheap under load. Gunicorn's
+``access_log_format`` is honoured (Uvicorn's worker ignores it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import bisect
 import json
 import logging
 import os
@@ -17,6 +20,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+FLUSH_INTERVAL = 0.05  # seconds: how stale a log line or a scraped value may be
+LABELS = ("method", "route", "status")
 UNMATCHED = "<unmatched>"  # every path no route matched shares one label: scans cannot add series
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
@@ -143,20 +148,38 @@ def atoms_line(fmt: str) -> Callable[[Exchange], str]:
     return render
 
 
-class AccessLog:
-    """Lines for Gunicorn's access log handlers, written once per event-loop iteration."""
+class Batched:
+    """Work that is done for many requests at once: ``flush`` runs FLUSH_INTERVAL after ``_schedule``."""
+
+    _scheduled = False
+
+    def __init__(self):
+        atexit.register(self.flush)  # a worker that stops (SIGTERM, MAX_REQUESTS) writes what it holds
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+
+class AccessLog(Batched):
+    """Lines for Gunicorn's access log handlers."""
 
     def __init__(self, logger: logging.Logger, render: Callable[[Exchange], str]):
+        super().__init__()
         self.logger = logger
         self.render = render
         self._pending: list[str] = []
 
     def record(self, exchange: Exchange) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self.flush)
         self._pending.append(self.render(exchange) + "\n")
+        self._schedule()
 
     def flush(self) -> None:
+        self._scheduled = False
         if not self._pending:
             return
         text = "".join(self._pending)
@@ -172,19 +195,22 @@ class AccessLog:
                 stream.flush()
 
 
-class RequestMetrics:
-    """Request count, latency and in-flight requests, in prometheus_client's multiprocess files."""
+class RequestMetrics(Batched):
+    """Latency histogram and in-flight requests.
+
+    The request count is the histogram's own ``_count``; the exporter publishes it again as
+    ``http_requests_total`` (see ``with_request_totals``), so no request pays for a second series.
+    Under Gunicorn the values go to prometheus_client's multiprocess files; a single process serves
+    ``registry``. ``registry=None`` under Gunicorn: the master collects from the files, and an app
+    that defines metrics of the same names must not fail to register them.
+    """
 
     def __init__(self, registry=None):
-        """``registry=None`` under Gunicorn: the master collects from the files, and an app that defines
-        metrics of the same names must not fail to register them. A single process serves ``registry``.
-        """
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Gauge, Histogram
 
-        labels = ("method", "route", "status")
-        self._requests = Counter("http_requests_total", "HTTP requests answered", labels, registry=registry)
+        super().__init__()
         self._latency = Histogram(
-            "http_request_duration_seconds", "Time to answer HTTP requests", labels, registry=registry
+            "http_request_duration_seconds", "Time to answer HTTP requests", LABELS, registry=registry
         )
         self._in_flight = Gauge(
             "http_requests_in_progress",
@@ -193,8 +219,11 @@ class RequestMetrics:
             multiprocess_mode="livesum",
             registry=registry,
         )
-        self._children: dict[tuple[str, str, int], tuple] = {}
+        self._bounds = list(self._latency._upper_bounds)
+        self._children: dict[tuple[str, str, int], object] = {}
         self._in_flight_children: dict[str, object] = {}
+        self._active: dict[str, int] = {}
+        self._finished: dict[tuple[str, str, int], list] = {}  # key -> [sum, count per bucket]
 
     @staticmethod
     def method(scope: dict) -> str:
@@ -202,24 +231,51 @@ class RequestMetrics:
         return method if method in METHODS else "OTHER"
 
     def started(self, scope: dict) -> None:
-        self._in_flight_of(self.method(scope)).inc()
+        method = self.method(scope)
+        self._active[method] = self._active.get(method, 0) + 1
+        self._schedule()
 
     def finished(self, x: Exchange) -> None:
         method = self.method(x.scope)
-        self._in_flight_of(method).dec()
+        self._active[method] -= 1
         key = (method, x.route, x.status)
-        children = self._children.get(key)
-        if children is None:
-            labels = (key[0], key[1], str(key[2]))
-            children = self._children[key] = (self._requests.labels(*labels), self._latency.labels(*labels))
-        children[0].inc()
-        children[1].observe(x.duration)
+        pending = self._finished.get(key)
+        if pending is None:
+            pending = self._finished[key] = [0.0, [0] * len(self._bounds)]
+        pending[0] += x.duration
+        pending[1][bisect.bisect_left(self._bounds, x.duration)] += 1
+        self._schedule()
 
-    def _in_flight_of(self, method: str):
-        child = self._in_flight_children.get(method)
-        if child is None:
-            child = self._in_flight_children[method] = self._in_flight.labels(method)
-        return child
+    def flush(self) -> None:
+        self._scheduled = False
+        for method, active in self._active.items():
+            child = self._in_flight_children.get(method)
+            if child is None:
+                child = self._in_flight_children[method] = self._in_flight.labels(method)
+            child.set(active)
+        for key, (total, counts) in self._finished.items():
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._latency.labels(key[0], key[1], str(key[2]))
+            child._sum.inc(total)  # the same per-bucket values observe() keeps, added in one go
+            for bucket, count in zip(child._buckets, counts, strict=True):
+                if count:
+                    bucket.inc(count)
+        self._finished.clear()
+
+
+def with_request_totals(families):
+    """The collected families plus ``http_requests_total``, copied from the latency histogram's count."""
+    from prometheus_client.core import CounterMetricFamily
+
+    totals = CounterMetricFamily("http_requests_total", "HTTP requests answered", labels=LABELS)
+    for family in families:
+        yield family
+        if family.name == "http_request_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    totals.add_metric([sample.labels[label] for label in LABELS], sample.value)
+    yield totals
 
 
 class Observed:

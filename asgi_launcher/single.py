@@ -14,8 +14,16 @@ from dataclasses import replace
 
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.logs import JsonFormatter, report
-from asgi_launcher.observe import AccessLog, Observed, RequestMetrics, atoms_line, json_line, uvicorn_line
-from asgi_launcher.protocol import has_httptools, with_limits
+from asgi_launcher.observe import (
+    AccessLog,
+    Observed,
+    RequestMetrics,
+    atoms_line,
+    json_line,
+    uvicorn_line,
+    with_request_totals,
+)
+from asgi_launcher.protocol import LimitedHttpToolsProtocol, has_httptools
 from asgi_launcher.settings import Settings, Sizing, parse_bind
 
 ACCESS_LOGGER = "asgi_launcher.access"
@@ -51,6 +59,14 @@ def configure_logging(settings: Settings) -> None:
         logging.getLogger().addHandler(root)
 
 
+class _WithRequestTotals:
+    def __init__(self, registry):
+        self.registry = registry
+
+    def collect(self):
+        return with_request_totals(self.registry.collect())
+
+
 def build_app():
     """Uvicorn's app factory, run in the serving process (also in each reload of --reload)."""
     from uvicorn.importer import import_from_string
@@ -69,10 +85,12 @@ def build_app():
         access_log = AccessLog(logging.getLogger(ACCESS_LOGGER), render)
     metrics = None
     if settings.metrics and os.environ.get("ASGI_LAUNCHER_RELOAD") != "1":
-        from prometheus_client import REGISTRY, start_http_server
+        from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
         metrics = RequestMetrics(registry=REGISTRY)
-        start_http_server(settings.metrics_port, addr=settings.host)
+        exported = CollectorRegistry()
+        exported.register(_WithRequestTotals(REGISTRY))  # the app's own metrics are in REGISTRY too
+        start_http_server(settings.metrics_port, addr=settings.host, registry=exported)
     return Observed(app, access_log, metrics) if access_log or metrics else app
 
 
@@ -108,5 +126,6 @@ def serve(reload: bool) -> None:
         timeout_keep_alive=settings.keepalive,
         timeout_graceful_shutdown=settings.graceful_timeout or None,
         limit_max_requests=settings.max_requests or None,
-        **({"http": with_limits(4094, 100, 8190)} if has_httptools() else {}),  # Gunicorn's defaults
+        # Gunicorn's default limits; a module-level class, which --reload can pickle for its process.
+        **({"http": LimitedHttpToolsProtocol} if has_httptools() else {}),
     )

@@ -122,7 +122,8 @@ def test_hung_worker_is_replaced_while_the_others_serve(probe_app, launch):
         failed=outcome.failed,
     )
     assert new
-    assert outcome.failed == 0, outcome.errors[:5]
+    # A connection the hung worker accepted just before blocking dies with it: at most one per client.
+    assert outcome.failed <= 2, outcome.errors[:5]
     (victim,) = old - worker_pids(server)
     assert f"WORKER TIMEOUT (pid:{victim})" in server.output
     assert (

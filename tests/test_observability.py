@@ -50,19 +50,24 @@ def test_counters_sum_exactly_over_workers_and_use_route_templates(probe_app, la
     server = launch(probe_app, WEB_CONCURRENCY="3", LOG_FORMAT="json")
     server.wait_ready()
     server.wait_workers(3)
-    before = total(scrape(server), "http_requests_total")  # wait_ready's own requests
     n = 60
     for i in range(n):
         assert fresh_connection_get(server, f"/items/{i}").status_code == 200
     for i in range(10):
         assert fresh_connection_get(server, f"/random-scan-{i}/x").status_code == 404
 
-    def counted():
+    def counted():  # each worker writes its tally every 50 ms
         samples = scrape(server)
-        return samples if total(samples, "http_requests_total") == before + n + 10 else None
+        items = total(samples, "http_requests_total", route="/items/{item_id}", status="200", method="GET")
+        return (
+            samples
+            if items == n and total(samples, "http_requests_total", route="<unmatched>") == 10
+            else None
+        )
 
-    samples = wait_for(counted, 10, f"{before + n + 10} counted requests")
-    assert total(samples, "http_requests_total", route="/items/{item_id}", status="200", method="GET") == n
+    samples = wait_for(counted, 10, f"{n} + 10 counted requests")
+    # wait_ready's GET / are the only others: nothing counted twice, nothing lost.
+    assert total(samples, "http_requests_total") == n + 10 + total(samples, "http_requests_total", route="/")
     assert total(samples, "http_requests_total", route="<unmatched>", status="404") == 10
     assert total(samples, "http_request_duration_seconds_count", route="/items/{item_id}") == n
     routes = {dict(labels).get("route") for (name, labels) in samples if name == "http_requests_total"}
@@ -110,7 +115,7 @@ def test_master_metrics_and_no_count_lost_when_a_worker_dies(probe_app, launch):
     files = sorted(os.listdir(directory))
     dead = {str(w.pid) for w in workers}
     assert not [f for f in files if any(f"_{pid}.db" in f for pid in dead)], files
-    assert "counter_archive.db" in files
+    assert "histogram_archive.db" in files
     assert len([f for f in files if f.endswith(".db")]) <= 2 * 3 + 2, files  # live workers + archives
 
 
@@ -146,9 +151,10 @@ def test_in_flight_requests(probe_app, launch):
     slow = threading.Thread(target=lambda: server.get("/slow?seconds=3", timeout=10))
     slow.start()
     wait_for(lambda: "slow request started" in server.output, 10, "the slow request")
-    assert total(scrape(server), "http_requests_in_progress", method="GET") == 1
+    # Values reach the files within FLUSH_INTERVAL (50 ms): poll rather than read once.
+    wait_for(lambda: total(scrape(server), "http_requests_in_progress", method="GET") == 1, 5, "1 in flight")
     slow.join(10)
-    assert total(scrape(server), "http_requests_in_progress", method="GET") == 0
+    wait_for(lambda: total(scrape(server), "http_requests_in_progress", method="GET") == 0, 5, "0 in flight")
 
 
 def test_metrics_off_closes_the_port(package_app, launch):
@@ -166,7 +172,7 @@ def test_metrics_directory_is_emptied_at_start(package_app, launch, tmp_path):
     server = launch(package_app, PROMETHEUS_MULTIPROC_DIR=str(directory))
     server.wait_ready()
     assert not (directory / "counter_99999.db").exists()
-    assert total(scrape(server), "http_requests_total") >= 1
+    wait_for(lambda: total(scrape(server), "http_requests_total") >= 1, 5, "wait_ready's request counted")
 
 
 # ---- logs -----------------------------------------------------------------------------------------

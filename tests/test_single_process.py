@@ -45,8 +45,10 @@ def test_metrics_in_one_process(probe_app, launch):
     server.wait_ready()
     for i in range(7):
         server.get(f"/items/{i}")
-    text = httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text
-    assert 'http_requests_total{method="GET",route="/items/{item_id}",status="200"} 7.0' in text
+    line = 'http_requests_total{method="GET",route="/items/{item_id}",status="200"} 7.0'
+    wait_for(
+        lambda: line in httpx.get(f"http://127.0.0.1:{server.metrics_port}/metrics").text, 5, "7 counted"
+    )
 
 
 def test_metrics_off_in_one_process(probe_app, launch):
