@@ -16,7 +16,8 @@ Servers, all serving app.main:app (the repo's app/) with the same worker count N
 started from the repository root in its own process group, from a clean environment:
 
     ours         scripts/start.sh with APP_ROOT, BASE_GUNICORN_CONF, BIND, WEB_CONCURRENCY=N set and
-                 nothing else: the launcher's defaults (access log on) are what is measured
+                 nothing else: the launcher's defaults (access log and metrics on) are what is measured
+    ours-preload the same with PRELOAD_APP=true (the app imported once in the master, before the fork)
     tiangolo     gunicorn -k uvicorn.workers.UvicornWorker -c benchmarks/tiangolo_conf.py
                  (tiangolo's settings: access log on, keepalive 5, timeouts 120, heartbeat on /dev/shm)
     uvicorn      uvicorn --workers N --no-access-log: the reference that every ratio divides by
@@ -63,6 +64,7 @@ CONCURRENCY = (1, 16, 64, 256)
 QUICK_CONCURRENCY = (1, 16)
 PACKAGES = {
     "ours": ("gunicorn", "uvicorn", "uvicorn-worker"),
+    "ours-preload": ("gunicorn", "uvicorn", "uvicorn-worker"),
     "tiangolo": ("gunicorn", "uvicorn"),
     "uvicorn": ("uvicorn",),
     "fastapi-run": ("fastapi-cli", "uvicorn"),

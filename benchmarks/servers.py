@@ -26,6 +26,7 @@ KEPT_VARIABLES = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
 # name -> (how it is started, whether it writes an access log as run here)
 SERVERS: dict[str, tuple[str, bool]] = {
     "ours": ("scripts/start.sh, this project's launcher with its defaults", True),
+    "ours-preload": ("scripts/start.sh with PRELOAD_APP=true (the app imported once, before the fork)", True),
     "tiangolo": ("gunicorn -k uvicorn.workers.UvicornWorker -c benchmarks/tiangolo_conf.py", True),
     "uvicorn": ("uvicorn --workers N --no-access-log (the reference for ratios)", False),
     "fastapi-run": ("fastapi run --workers N, as it ships", True),
@@ -37,8 +38,10 @@ def command(name: str, workers: int, port: int) -> tuple[list[str], dict[str, st
     """The command line and the variables (beyond the clean environment) that start ``name``."""
     bind = f"{HOST}:{port}"
     net = ["--host", HOST, "--port", str(port)]
-    if name == "ours":
+    if name in ("ours", "ours-preload"):
         env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py")}
+        if name == "ours-preload":
+            env["PRELOAD_APP"] = "true"
         return ["scripts/start.sh"], {**env, "BIND": bind, "WEB_CONCURRENCY": str(workers)}
     if name == "tiangolo":
         conf = "benchmarks/tiangolo_conf.py"

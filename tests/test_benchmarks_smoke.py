@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
-SERVERS = ["ours", "tiangolo", "uvicorn", "fastapi-run", "granian"]
+SERVERS = ["ours", "ours-preload", "tiangolo", "uvicorn", "fastapi-run", "granian"]
 
 
 @pytest.mark.timeout(240)
