@@ -1,0 +1,186 @@
+"""The same faults, injected into the real container; and what the image does not contain."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+
+import httpx
+import pytest
+from conftest import PROBE_APP
+from dockerutil import docker
+from load import Load, record
+from proc import REPO, wait_for
+from test_faults import BAD_REQUESTS, assert_refused, get_ignoring_errors, send_raw
+
+HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+
+
+@pytest.fixture(scope="module")
+def probe_image(derive):
+    return derive({"app/app/__init__.py": "", "app/app/main.py": PROBE_APP})
+
+
+def worker_pids(c) -> set[int]:
+    return {row["pid"] for row in c.workers()}
+
+
+def fresh_pid(c) -> int | None:
+    try:
+        return httpx.get(c.url + "/pid", timeout=2).json()["pid"]
+    except httpx.HTTPError:
+        return None
+
+
+def test_sighup_in_the_container(probe_image, run_container):
+    c = run_container(probe_image, args=HARDENED, env={"WEB_CONCURRENCY": "2"})
+    c.wait_ready()
+    old = worker_pids(c)
+    with Load(c.url, clients=4) as load:
+        load.wait_requests(300)
+        docker("kill", "-s", "HUP", c.name)
+        wait_for(lambda: len(now := worker_pids(c)) == 2 and not now & old, 30, "new workers")
+        load.wait_requests(load.outcome.ok + 300)
+    record(
+        "SIGHUP reload (container)",
+        load="4 keep-alive clients",
+        requests=load.outcome.ok,
+        failed=load.outcome.failed,
+    )
+    assert load.outcome.failed == 0, load.outcome.errors[:5]
+
+
+def test_killed_worker_in_the_container(probe_image, run_container):
+    c = run_container(probe_image, args=HARDENED, env={"WEB_CONCURRENCY": "2"})
+    c.wait_ready()
+    clients = 8
+    # Pids inside the container differ from the host's: the app says which worker answered.
+    inside_before = {fresh_pid(c) for _ in range(20)} - {None}
+    with Load(c.url, clients=clients) as load:
+        load.wait_requests(300)
+        victim = c.workers()[0]["pid"]
+        os.kill(victim, signal.SIGKILL)  # the container's processes are the host's, seen from here
+        killed_at = time.monotonic()
+        wait_for(lambda: fresh_pid(c) not in inside_before | {None}, 10, "the replacement", interval=0.01)
+        replaced_after = time.monotonic() - killed_at
+        load.wait_requests(load.outcome.ok + 300)
+    record(
+        "kill -9 of a worker (container)",
+        load=f"{clients} keep-alive clients",
+        requests=load.outcome.ok,
+        failed=load.outcome.failed,
+        replacement_serving_after_s=round(replaced_after, 2),
+    )
+    assert replaced_after < 2
+    assert load.outcome.failed <= clients, load.outcome.errors
+
+
+def test_hung_worker_in_the_container(probe_image, run_container):
+    c = run_container(probe_image, env={"WEB_CONCURRENCY": "2", "TIMEOUT": "3"})
+    c.wait_ready()
+    old = worker_pids(c)
+    threading.Thread(target=get_ignoring_errors, args=(c.url + "/block?seconds=60",), daemon=True).start()
+    with Load(c.url, clients=2, keepalive=False) as load:
+        wait_for(lambda: (old - worker_pids(c)) and len(worker_pids(c)) == 2, 20, "the replacement")
+        load.wait_requests(load.outcome.ok + 50)
+    record(
+        "worker blocked past TIMEOUT=3 (container)",
+        load="2 clients, new connection per request",
+        requests=load.outcome.ok,
+        failed=load.outcome.failed,
+    )
+    assert load.outcome.failed <= 2, load.outcome.errors[:5]
+    assert re.search(r"timed out: no heartbeat for 3s .*serving: GET /block\?seconds=60", c.logs())
+
+
+def test_bad_http_input_in_the_container(probe_image, run_container):
+    c = run_container(probe_image, args=HARDENED)
+    c.wait_ready()
+    for name, payload in BAD_REQUESTS.items():
+        assert_refused(send_raw(c.port, payload))
+        assert httpx.get(c.url + "/items/2", timeout=5).json() == {"item_id": 2}, name
+
+
+def test_stop_lets_requests_in_flight_finish_within_graceful_timeout(probe_image, run_container):
+    c = run_container(probe_image, env={"GRACEFUL_TIMEOUT": "5"})
+    c.wait_ready()
+    results = []
+    clients = [
+        threading.Thread(target=lambda: results.append(httpx.get(c.url + "/slow?seconds=2", timeout=30)))
+        for _ in range(3)
+    ]
+    for client in clients:
+        client.start()
+    wait_for(lambda: c.logs().count("slow request started") == 3, 10, "three requests in flight")
+    elapsed = c.stop(timeout=20)
+    for client in clients:
+        client.join(30)
+    record(
+        "docker stop with 3 requests in flight (GRACEFUL_TIMEOUT=5)",
+        completed=len([r for r in results if r.status_code == 200]),
+        stop_s=round(elapsed, 2),
+    )
+    assert [r.json() for r in results] == [{"slept": 2.0}] * 3
+    assert elapsed < 5 + 2
+    assert c.inspect()["State"]["ExitCode"] == 0
+
+
+def test_memory_limit_with_memory_per_worker_does_not_crash_loop(probe_image, run_container):
+    c = run_container(
+        probe_image, args=["--memory", "256m"], env={"WORKERS_PER_CORE": "4", "MEMORY_PER_WORKER": "100M"}
+    )
+    c.wait_ready()
+    assert len(c.wait_workers(2)) == 2  # 8 by CPU, 2 by memory
+    before = worker_pids(c)
+    with Load(c.url, clients=4, keepalive=False) as load:
+        load.wait_requests(1000, timeout=60)
+    state = c.inspect()["State"]
+    assert state["Running"]
+    assert not state["OOMKilled"]
+    assert worker_pids(c) == before  # no worker was killed and replaced
+    assert load.outcome.failed == 0
+    assert "exited with code" not in c.logs()
+    assert "was sent SIGKILL" not in c.logs()
+
+
+@pytest.mark.parametrize(("metrics", "ports"), [("on", {80, 9100}), ("off", {80})])
+def test_only_the_app_and_metrics_ports_listen(images, run_container, metrics, ports):
+    c = run_container(images["app"], env={"METRICS": metrics})
+    c.wait_ready()
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in docker("exec", c.name, "cat", table).stdout.splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening.add(int(fields[1].rsplit(":", 1)[1], 16))
+    assert listening == ports
+
+
+def test_no_build_tools_secrets_or_caches_in_the_image(images):
+    script = (
+        "for tool in gcc cc c++ make git curl wget; do command -v $tool >/dev/null && echo tool:$tool; done; "
+        "for dir in /root/.cache /app/.env /app/.git /opt/venv/.cache; do [ -e $dir ] && echo path:$dir; "
+        "done; "
+        '[ -z "$(ls -A /tmp)" ] || echo tmp-not-empty; '
+        "find / -xdev \\( -name 'id_rsa*' -o -name '*.key' -o -name '.netrc' -o -name '.pypirc' \\) "
+        "-printf 'secret:%p\\n' 2>/dev/null; true"
+    )
+    assert docker("run", "--rm", "--user", "0", images["app"], "bash", "-c", script).stdout == ""
+
+
+def test_the_image_holds_exactly_the_pinned_requirements(images):
+    pins = {}
+    for line in (REPO / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-")] = version
+    frozen = docker("run", "--rm", images["app"], "pip", "freeze", "--exclude", "asgi-launcher").stdout
+    installed = {}
+    for line in frozen.splitlines():
+        name, version = line.split("==")
+        installed[name.lower().replace("_", "-")] = version
+    assert installed == pins
