@@ -14,7 +14,13 @@ from conftest import PROBE_APP
 from dockerutil import docker
 from load import Load, record
 from proc import REPO, wait_for
-from test_faults import BAD_REQUESTS, assert_refused, get_ignoring_errors, send_raw
+from test_faults import (
+    BAD_REQUESTS,
+    assert_refused,
+    get_ignoring_errors,
+    normal_latencies_under_slowloris,
+    send_raw,
+)
 
 HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
@@ -102,6 +108,18 @@ def test_bad_http_input_in_the_container(probe_image, run_container):
     for name, payload in BAD_REQUESTS.items():
         assert_refused(send_raw(c.port, payload))
         assert httpx.get(c.url + "/items/2", timeout=5).json() == {"item_id": 2}, name
+
+
+def test_slow_clients_in_the_container(probe_image, run_container):
+    c = run_container(probe_image)
+    c.wait_ready()
+    latencies = normal_latencies_under_slowloris(c.port, c.url)
+    record(
+        "200 slowloris connections (container)",
+        normal_requests=len(latencies),
+        worst_latency_ms=round(max(latencies) * 1000, 1),
+    )
+    assert max(latencies) < 1.0, latencies
 
 
 def test_stop_lets_requests_in_flight_finish_within_graceful_timeout(probe_image, run_container):

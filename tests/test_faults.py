@@ -234,9 +234,9 @@ def test_bad_http_input_is_refused_and_the_next_request_served(shared_server, na
     assert httpx.get(shared_server.url + "/items/1", timeout=5).json() == {"item_id": 1}
 
 
-def test_slow_clients_do_not_starve_a_normal_one(shared_server):
-    """200 connections sending their headers a byte at a time (slowloris), for about 6 seconds."""
-    slow = [socket.create_connection(("127.0.0.1", shared_server.port)) for _ in range(200)]
+def normal_latencies_under_slowloris(port: int, url: str, connections: int = 200, seconds: float = 6):
+    """Latencies of a normal client while ``connections`` send their headers a byte every 0.1 s."""
+    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
     stop = threading.Event()
 
     def trickle():
@@ -252,10 +252,10 @@ def test_slow_clients_do_not_starve_a_normal_one(shared_server):
     trickler.start()
     latencies = []
     try:
-        deadline = time.monotonic() + 6
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             started = time.monotonic()
-            assert httpx.get(shared_server.url + "/", timeout=5).status_code == 200
+            assert httpx.get(url + "/", timeout=5).status_code == 200
             latencies.append(time.monotonic() - started)
             time.sleep(0.2)
     finally:
@@ -263,6 +263,11 @@ def test_slow_clients_do_not_starve_a_normal_one(shared_server):
         trickler.join(5)
         for s in slow:
             s.close()
+    return latencies
+
+
+def test_slow_clients_do_not_starve_a_normal_one(shared_server):
+    latencies = normal_latencies_under_slowloris(shared_server.port, shared_server.url)
     record(
         "200 slowloris connections (process)",
         normal_requests=len(latencies),
