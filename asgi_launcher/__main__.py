@@ -15,7 +15,6 @@ import sys
 from collections.abc import Mapping
 
 from asgi_launcher.cgroups import read_limits
-from asgi_launcher.logs import json_lines, report
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, parse_bind
 
 USAGE = "usage: python -m asgi_launcher check | serve [--reload] | json-lines PID"
@@ -68,6 +67,8 @@ def check(env: Mapping[str, str]) -> Settings:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["json-lines"] and len(argv) == 2 and argv[1].isdigit():
+        from asgi_launcher.logs import json_lines
+
         json_lines("start.sh", int(argv[1]))
         return 0
     if argv not in (["check"], ["serve"], ["serve", "--reload"]):
@@ -81,6 +82,8 @@ def main(argv: list[str]) -> int:
 
             serve(reload=argv[1:] == ["--reload"])
     except ConfigError as error:
+        from asgi_launcher.logs import report  # logging is not imported on the (common) success path
+
         report("error", str(error))
         return 2
     return 0

@@ -9,15 +9,13 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
-from pathlib import Path
+from typing import NamedTuple
 
 # cgroup v1 reports "no memory limit" as a page-aligned LONG_MAX; anything this large is no limit.
 _UNLIMITED_BYTES = 1 << 62
 
 
-@dataclass(frozen=True)
-class Limits:
+class Limits(NamedTuple):
     affinity: int  # CPUs this process may be scheduled on (cpuset / taskset)
     cpu_quota: float | None  # quota / period in CPUs; None when there is no quota
     memory: int | None  # bytes; None when there is no limit
@@ -30,8 +28,7 @@ class Limits:
         return max(1, min(self.affinity, math.ceil(self.cpu_quota)))
 
 
-@dataclass(frozen=True)
-class Mount:
+class Mount(NamedTuple):
     root: str  # the hierarchy path that is mounted
     point: str  # where it is mounted
     fstype: str
@@ -110,14 +107,15 @@ def cgroup_dirs(controller: str, proc_cgroup: dict[str, str], mounts: list[Mount
     return []
 
 
-def _read(root: Path, path: str) -> str | None:
+def _read(root: str, path: str) -> str | None:
     try:
-        return (root / path.lstrip("/")).read_text().strip()
+        with open(os.path.join(root, path.lstrip("/"))) as file:
+            return file.read().strip()
     except (OSError, UnicodeDecodeError):
         return None
 
 
-def _cpu_quota_at(root: Path, directory: str) -> float | None:
+def _cpu_quota_at(root: str, directory: str) -> float | None:
     v2 = _read(root, f"{directory}/cpu.max")
     if v2 is not None:
         fields = v2.split()
@@ -141,7 +139,7 @@ def _ratio(quota: str, period: str) -> float | None:
     return q / p
 
 
-def _memory_at(root: Path, directory: str) -> int | None:
+def _memory_at(root: str, directory: str) -> int | None:
     value = _read(root, f"{directory}/memory.max")
     if value is None:
         value = _read(root, f"{directory}/memory.limit_in_bytes")
@@ -159,9 +157,9 @@ def _tightest(values: list[float | None]) -> float | None:
     return min(present) if present else None
 
 
-def read_limits(root: str | Path = "/", affinity: int | None = None) -> Limits:
+def read_limits(root: str | os.PathLike = "/", affinity: int | None = None) -> Limits:
     """Read the limits of the current process. ``affinity`` defaults to the real scheduler affinity."""
-    root = Path(root)
+    root = os.fspath(root)
     if affinity is None:
         affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     proc_cgroup = parse_proc_cgroup(_read(root, "/proc/self/cgroup") or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -12,7 +13,6 @@ from gunicorn.glogging import Logger
 
 from asgi_launcher.logs import JsonFormatter
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
-from asgi_launcher.observe import AccessLog, Observed, RequestMetrics, atoms_line, json_line, uvicorn_line
 from asgi_launcher.settings import Settings
 
 # Gunicorn re-executes its config file on SIGHUP; the master's metrics must survive that.
@@ -39,6 +39,10 @@ class Hooks:
             reset_directory(self.metrics.directory)
 
     def when_ready(self, server) -> None:
+        if self.settings.preload_app:
+            # The preloaded app's objects go to a generation the collector never scans, so that
+            # garbage collection in the workers does not write to (and so copy) the shared pages.
+            gc.freeze()
         if self.metrics and self.metrics.server is None:
             self.metrics.workers = lambda: len(server.WORKERS)
             host = self.settings.host
@@ -72,6 +76,12 @@ class Hooks:
     def post_worker_init(self, worker) -> None:
         from uvicorn.config import Config
 
+        from asgi_launcher.observe import (
+            AccessLog,
+            Observed,
+            RequestMetrics,
+        )  # the worker's, not the master's
+
         if not isinstance(getattr(worker, "config", None), Config):
             return  # not a Uvicorn worker (a WSGI worker class, say): nothing to wrap
         access_log = None
@@ -86,6 +96,8 @@ class Hooks:
             worker.wsgi = Observed(worker.wsgi, access_log, metrics)
 
     def _access_line(self, fmt: str):
+        from asgi_launcher.observe import atoms_line, json_line, uvicorn_line
+
         if self.settings.log_format == "json":
             return json_line
         if fmt != AccessLogFormat.default:  # set by ACCESS_LOG_FORMAT, a config file or the command line

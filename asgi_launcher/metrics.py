@@ -15,8 +15,7 @@ import shutil
 import threading
 from collections import defaultdict
 
-from asgi_launcher.observe import with_request_totals
-
+LABELS = ("method", "route", "status")  # of the request metrics (asgi_launcher.observe)
 ARCHIVED_TYPES = ("counter", "histogram", "summary")  # gauges of dead workers are dropped, not summed
 
 
@@ -32,18 +31,34 @@ def reset_directory(path: str) -> None:
     os.makedirs(path, exist_ok=True)
 
 
-class MasterMetrics:
-    def __init__(self, directory: str, owns_directory: bool):
-        from prometheus_client import CollectorRegistry
+def with_request_totals(families):
+    """The collected families plus ``http_requests_total``, copied from the latency histogram's count.
 
+    Workers keep only the histogram (its ``_count`` is the request count): one series less to write
+    per request.
+    """
+    from prometheus_client.core import CounterMetricFamily
+
+    totals = CounterMetricFamily("http_requests_total", "HTTP requests answered", labels=LABELS)
+    for family in families:
+        yield family
+        if family.name == "http_request_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_count"):
+                    totals.add_metric([sample.labels[label] for label in LABELS], sample.value)
+    yield totals
+
+
+class MasterMetrics:
+    """prometheus_client is imported when the endpoint starts, not when Gunicorn reads its config."""
+
+    def __init__(self, directory: str, owns_directory: bool):
         self.directory = directory
         self.owns_directory = owns_directory  # ours to remove at exit (not a PROMETHEUS_MULTIPROC_DIR)
         self.lock = threading.Lock()
         self.worker_starts = 0
         self.worker_exits = 0
         self.workers = lambda: 0
-        self.registry = CollectorRegistry()
-        self.registry.register(self)
         self.server = None
 
     def collect(self):
@@ -62,9 +77,11 @@ class MasterMetrics:
         )
 
     def serve(self, host: str, port: int) -> None:
-        from prometheus_client import start_wsgi_server
+        from prometheus_client import CollectorRegistry, start_wsgi_server
 
-        self.server, _ = start_wsgi_server(port, addr=host, registry=self.registry)
+        registry = CollectorRegistry()
+        registry.register(self)
+        self.server, _ = start_wsgi_server(port, addr=host, registry=registry)
 
     def close_in_child(self) -> None:
         """A forked worker must not hold the master's listening socket."""

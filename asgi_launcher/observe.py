@@ -20,8 +20,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from asgi_launcher.metrics import LABELS
+
 FLUSH_INTERVAL = 0.05  # seconds: how stale a log line or a scraped value may be
-LABELS = ("method", "route", "status")
 UNMATCHED = "<unmatched>"  # every path no route matched shares one label: scans cannot add series
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
@@ -89,6 +90,7 @@ def json_line(x: Exchange) -> str:
             "pid": os.getpid(),
             "message": uvicorn_line(x),
             "client": x.client,
+            "scheme": x.scope.get("scheme", "http"),
             "method": x.scope["method"],
             "path": x.path,
             "route": x.route,
@@ -199,7 +201,7 @@ class RequestMetrics(Batched):
     """Latency histogram and in-flight requests.
 
     The request count is the histogram's own ``_count``; the exporter publishes it again as
-    ``http_requests_total`` (see ``with_request_totals``), so no request pays for a second series.
+    ``http_requests_total`` (``metrics.with_request_totals``), so no request pays for a second series.
     Under Gunicorn the values go to prometheus_client's multiprocess files; a single process serves
     ``registry``. ``registry=None`` under Gunicorn: the master collects from the files, and an app
     that defines metrics of the same names must not fail to register them.
@@ -262,20 +264,6 @@ class RequestMetrics(Batched):
                 if count:
                     bucket.inc(count)
         self._finished.clear()
-
-
-def with_request_totals(families):
-    """The collected families plus ``http_requests_total``, copied from the latency histogram's count."""
-    from prometheus_client.core import CounterMetricFamily
-
-    totals = CounterMetricFamily("http_requests_total", "HTTP requests answered", labels=LABELS)
-    for family in families:
-        yield family
-        if family.name == "http_request_duration_seconds":
-            for sample in family.samples:
-                if sample.name.endswith("_count"):
-                    totals.add_metric([sample.labels[label] for label in LABELS], sample.value)
-    yield totals
 
 
 class Observed:

@@ -63,7 +63,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limit_request_line = 4094  # Gunicorn's defaults; 0 means no limit, as in Gunicorn
     limit_request_fields = 100
     limit_request_field_size = 8190
-    drain_grace = 1.0
+    drain_grace = 0.3  # long enough for a busy client's next request, short enough for a quick stop
     _draining = False
 
     def connection_made(self, transport) -> None:

@@ -12,7 +12,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from asgi_launcher.cgroups import Limits
 
@@ -163,8 +163,7 @@ def parse_bind(bind: str) -> dict:
     return {"host": host.strip("[]"), "port": int(port)}
 
 
-@dataclass(frozen=True)
-class Sizing:
+class Sizing(NamedTuple):
     workers: int
     rule: str  # which rule decided the count, for the startup line
     warning: str | None = None
@@ -203,8 +202,7 @@ def decide_workers(
     return Sizing(workers, rule)
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     host: str
     port: int
     bind: str

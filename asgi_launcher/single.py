@@ -10,10 +10,10 @@ import logging
 import os
 import signal
 import sys
-from dataclasses import replace
 
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.logs import JsonFormatter, report
+from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import (
     AccessLog,
     Observed,
@@ -21,7 +21,6 @@ from asgi_launcher.observe import (
     atoms_line,
     json_line,
     uvicorn_line,
-    with_request_totals,
 )
 from asgi_launcher.protocol import LimitedHttpToolsProtocol, has_httptools
 from asgi_launcher.settings import Settings, Sizing, parse_bind
@@ -100,7 +99,7 @@ def serve(reload: bool) -> None:
     settings = Settings.from_env(os.environ, read_limits())
     address = parse_bind(settings.bind)
     if reload:
-        settings = replace(settings, process_manager="uvicorn", sizing=Sizing(1, "reload"))
+        settings = settings._replace(process_manager="uvicorn", sizing=Sizing(1, "reload"))
     if settings.sizing.warning:
         report("warning", settings.sizing.warning)
     print(settings.startup_line(), flush=True)

@@ -38,8 +38,9 @@ class Load:
         max_requests: int = 20_000,
         timeout: float = 10,
         keepalive: bool = True,
+        verify: bool = True,
     ):
-        self.url, self.path, self.timeout, self.keepalive = url, path, timeout, keepalive
+        self.url, self.path, self.timeout, self.keepalive, self.verify = url, path, timeout, keepalive, verify
         self.max_seconds, self.max_requests = max_seconds, max_requests
         self.outcome = Outcome()
         self._lock = threading.Lock()
@@ -70,7 +71,9 @@ class Load:
     def _client(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         limits = httpx.Limits(max_keepalive_connections=1 if self.keepalive else 0)
-        with httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits) as client:
+        with httpx.Client(
+            base_url=self.url, timeout=self.timeout, limits=limits, verify=self.verify
+        ) as client:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return

@@ -1,0 +1,12 @@
+#!/bin/sh
+# Use the certificate mounted at /etc/nginx/certs; without one, make a self-signed certificate so
+# that the profile works out of the box (browsers will warn: mount a real one in production).
+set -eu
+certs=/etc/nginx/certs
+if [ ! -f "$certs/tls.crt" ] || [ ! -f "$certs/tls.key" ]; then
+  mkdir -p "$certs"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=${TLS_COMMON_NAME:-localhost}" \
+    -keyout "$certs/tls.key" -out "$certs/tls.crt" 2>/dev/null
+  echo "entrypoint: no certificate mounted at $certs; using a self-signed one for ${TLS_COMMON_NAME:-localhost}"
+fi
+exec "$@"

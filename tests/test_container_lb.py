@@ -1,0 +1,131 @@
+"""The compose profile "lb": replicas behind nginx terminating TLS, on a real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import httpx
+import pytest
+from dockerutil import Container, python_image, remove_image, unique
+from load import Load, record
+from proc import REPO, free_port
+from test_container_compose import COMPOSE
+
+REPLICAS = 3
+
+
+@pytest.fixture(scope="module")
+def lb(engine):
+    name = unique("lb")
+    https, http = free_port(), free_port()
+    base = python_image()
+    env = {
+        **os.environ,
+        "PYTHON_IMAGE": base,
+        "PROXY_BASE_IMAGE": base,
+        "IMAGE": f"{name}-app:latest",
+        "PROXY_IMAGE": f"{name}-proxy:latest",
+        "HOST_BIND": "127.0.0.1",
+        "HTTPS_PORT": str(https),
+        "HTTP_PORT": str(http),
+        "LOG_FORMAT": "json",
+        "DOCKER_BUILDKIT": "1",
+        # Its own subnet, so that parallel runs and the default do not collide.
+        "LB_SUBNET": "172.31.250.0/24",
+        "PROXY_IP": "172.31.250.10",
+    }
+
+    def compose(*args, timeout=900):
+        result = subprocess.run(
+            [COMPOSE, "-p", name, "-f", str(REPO / "docker-compose.yml"), "--profile", "lb", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
+        if result.returncode != 0:
+            raise AssertionError(f"compose {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    try:
+        compose("up", "-d", "--wait", "--build", "--scale", f"replica={REPLICAS}", "replica", "proxy")
+        yield {
+            "compose": compose,
+            "url": f"https://127.0.0.1:{https}",
+            "http_url": f"http://127.0.0.1:{http}",
+        }
+    finally:
+        subprocess.run(
+            [
+                COMPOSE,
+                "-p",
+                name,
+                "-f",
+                str(REPO / "docker-compose.yml"),
+                "--profile",
+                "lb",
+                "down",
+                "-v",
+                "--remove-orphans",
+            ],
+            capture_output=True,
+            env=env,
+            timeout=300,
+        )
+        remove_image(env["IMAGE"])
+        remove_image(env["PROXY_IMAGE"])
+
+
+def replica_ids(lb) -> list[str]:
+    return lb["compose"]("ps", "-q", "replica").split()
+
+
+def access_entries(container_id: str) -> list[dict]:
+    logs = Container.attach(container_id, 0).logs()
+    entries = [json.loads(line) for line in logs.splitlines() if line.startswith("{")]
+    return [e for e in entries if e.get("logger") == "access"]
+
+
+def test_requests_spread_over_every_replica_with_https_and_the_real_client(lb):
+    assert len(replica_ids(lb)) == REPLICAS
+    with httpx.Client(verify=False) as client:  # noqa: S501 - the proxy made itself a self-signed certificate
+        for i in range(60):
+            assert client.get(f"{lb['url']}/items/{i}").json() == {"item_id": i, "q": None}
+    counts = {}
+    for cid in replica_ids(lb):
+        entries = [e for e in access_entries(cid) if e["path"].startswith("/items/")]
+        counts[cid[:12]] = len(entries)
+        for entry in entries:
+            assert entry["scheme"] == "https"  # X-Forwarded-Proto from the trusted proxy
+            # The client as the proxy saw it (Docker's gateway here), not the proxy's own address.
+            assert not entry["client"].startswith("172.31.250.10:"), entry
+    assert sum(counts.values()) == 60
+    assert all(count > 0 for count in counts.values()), counts
+
+
+def test_plain_http_is_redirected_to_https(lb):
+    response = httpx.get(f"{lb['http_url']}/items/1", follow_redirects=False)
+    assert response.status_code == 301
+    assert response.headers["location"].startswith("https://")
+
+
+def test_a_replica_can_stop_without_losing_requests(lb):
+    with Load(lb["url"], path="/health", clients=4, verify=False) as load:
+        load.wait_requests(200)
+        victim = replica_ids(lb)[0]
+        stopped_at = time.monotonic()
+        subprocess.run(["docker", "stop", "-t", "30", victim], capture_output=True, timeout=60, check=True)
+        stop_seconds = time.monotonic() - stopped_at
+        load.wait_requests(load.outcome.ok + 300)
+    record(
+        "one of 3 replicas stopped behind nginx (container)",
+        load="4 keep-alive clients over TLS",
+        requests=load.outcome.ok,
+        failed=load.outcome.failed,
+        stop_s=round(stop_seconds, 2),
+    )
+    assert load.outcome.failed == 0, load.outcome.errors[:5]
+    lb["compose"]("up", "-d", "--wait", "--scale", f"replica={REPLICAS}", "replica")  # back for other tests
