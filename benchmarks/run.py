@@ -18,6 +18,10 @@ started from the repository root in its own process group, from a clean environm
     ours         scripts/start.sh with APP_ROOT, BASE_GUNICORN_CONF, BIND, WEB_CONCURRENCY=N set and
                  nothing else: the launcher's defaults (access log and metrics on) are what is measured
     ours-preload the same with PRELOAD_APP=true (the app imported once in the master, before the fork)
+
+Variants of ours, only when named with --servers, to price each feature against the same launcher:
+ours-no-metrics (METRICS=off), ours-no-access-log (ACCESS_LOG=''), ours-bare (both off), ours-json
+(LOG_FORMAT=json).
     tiangolo     gunicorn -k uvicorn.workers.UvicornWorker -c benchmarks/tiangolo_conf.py
                  (tiangolo's settings: access log on, keepalive 5, timeouts 120, heartbeat on /dev/shm)
     uvicorn      uvicorn --workers N --no-access-log: the reference that every ratio divides by
@@ -63,8 +67,7 @@ STOP_DEADLINE = 30.0
 CONCURRENCY = (1, 16, 64, 256)
 QUICK_CONCURRENCY = (1, 16)
 PACKAGES = {
-    "ours": ("gunicorn", "uvicorn", "uvicorn-worker"),
-    "ours-preload": ("gunicorn", "uvicorn", "uvicorn-worker"),
+    **{name: ("gunicorn", "uvicorn", "uvicorn-worker") for name in servers.OURS},
     "tiangolo": ("gunicorn", "uvicorn"),
     "uvicorn": ("uvicorn",),
     "fastapi-run": ("fastapi-cli", "uvicorn"),
@@ -102,8 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         type=server_names,
-        default=list(servers.SERVERS),
-        help=f"comma-separated subset of {','.join(servers.SERVERS)} (default: all)",
+        default=list(servers.DEFAULT),
+        help=f"comma-separated, from {','.join(servers.SERVERS)} (default: {','.join(servers.DEFAULT)})",
     )
     parser.add_argument(
         "--concurrency", type=levels, help="comma-separated wrk -c levels (default: 1,16,64,256)"

@@ -27,10 +27,24 @@ KEPT_VARIABLES = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
 SERVERS: dict[str, tuple[str, bool]] = {
     "ours": ("scripts/start.sh, this project's launcher with its defaults", True),
     "ours-preload": ("scripts/start.sh with PRELOAD_APP=true (the app imported once, before the fork)", True),
+    # Variants of ours, run only when named with --servers: what each feature costs.
+    "ours-no-metrics": ("scripts/start.sh with METRICS=off", True),
+    "ours-no-access-log": ("scripts/start.sh with ACCESS_LOG='' (metrics on)", False),
+    "ours-bare": ("scripts/start.sh with METRICS=off ACCESS_LOG=''", False),
+    "ours-json": ("scripts/start.sh with LOG_FORMAT=json", True),
     "tiangolo": ("gunicorn -k uvicorn.workers.UvicornWorker -c benchmarks/tiangolo_conf.py", True),
     "uvicorn": ("uvicorn --workers N --no-access-log (the reference for ratios)", False),
     "fastapi-run": ("fastapi run --workers N, as it ships", True),
     "granian": ("granian --interface asgi --workers N, as it ships (access log off by default)", False),
+}
+DEFAULT = ("ours", "ours-preload", "tiangolo", "uvicorn", "fastapi-run", "granian")
+OURS = {  # the variables each of our variants sets on top of the defaults
+    "ours": {},
+    "ours-preload": {"PRELOAD_APP": "true"},
+    "ours-no-metrics": {"METRICS": "off"},
+    "ours-no-access-log": {"ACCESS_LOG": ""},
+    "ours-bare": {"METRICS": "off", "ACCESS_LOG": ""},
+    "ours-json": {"LOG_FORMAT": "json"},
 }
 
 
@@ -38,10 +52,8 @@ def command(name: str, workers: int, port: int) -> tuple[list[str], dict[str, st
     """The command line and the variables (beyond the clean environment) that start ``name``."""
     bind = f"{HOST}:{port}"
     net = ["--host", HOST, "--port", str(port)]
-    if name in ("ours", "ours-preload"):
-        env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py")}
-        if name == "ours-preload":
-            env["PRELOAD_APP"] = "true"
+    if name in OURS:
+        env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py"), **OURS[name]}
         return ["scripts/start.sh"], {**env, "BIND": bind, "WEB_CONCURRENCY": str(workers)}
     if name == "tiangolo":
         conf = "benchmarks/tiangolo_conf.py"

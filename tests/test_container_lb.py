@@ -13,6 +13,7 @@ from dockerutil import Container, python_image, remove_image, unique
 from load import Load, record
 from proc import REPO, free_port
 from test_container_compose import COMPOSE
+from test_container_compose import compose as run_compose
 
 REPLICAS = 3
 
@@ -38,17 +39,8 @@ def lb(engine):
         "PROXY_IP": "172.31.250.10",
     }
 
-    def compose(*args, timeout=900):
-        result = subprocess.run(
-            [COMPOSE, "-p", name, "-f", str(REPO / "docker-compose.yml"), "--profile", "lb", *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-        )
-        if result.returncode != 0:
-            raise AssertionError(f"compose {' '.join(args)}:\n{result.stdout}\n{result.stderr}")
-        return result.stdout
+    def compose(*args):
+        return run_compose(name, "--profile", "lb", *args, env=env).stdout
 
     try:
         compose("up", "-d", "--wait", "--build", "--scale", f"replica={REPLICAS}", "replica", "proxy")
