@@ -56,7 +56,9 @@ def markdown(results: dict) -> str:
         f" kernel {machine['kernel']}, Python {machine['python']}; {load_average}.",
         f"- Command: `{results['command']}` (repository at {results['git']}).",
         f"- Every server: `app.main:app`, {settings['workers']} workers, on 127.0.0.1; measured one after"
-        f" the other. wrk runs on the same {machine['cpus']} cores as the servers, so the figures compare"
+        f" the other, in {settings.get('rounds', 1)} interleaved round(s); each figure is the median of"
+        " the rounds (socket errors and non-2xx: their sum)."
+        f" wrk runs on the same {machine['cpus']} cores as the servers, so the figures compare"
         " servers on this machine; they are not a server's capacity.",
         f"- Load: `wrk -t2 -c<C> -d{settings['duration_s']}s --latency` (-t1 at C=1) on `GET /`, after a "
         f"{settings['warmup_s']} s warm-up at the same concurrency. Socket errors are wrk's connect, read, "

@@ -28,12 +28,13 @@ ours-no-metrics (METRICS=off), ours-no-access-log (ACCESS_LOG=''), ours-bare (bo
     fastapi-run  fastapi run app/main.py --workers N, as it ships (access log on)
     granian      granian --interface asgi --workers N, as it ships (no access log)
 
-Per server, one after the other: spawn to the first 200 on `/`; for each concurrency a warm-up, then
-`wrk -t2 -c<C> -d<D>s --latency` (-t1 at C=1) for requests/s, p50, p99, socket errors and non-2xx;
-RSS (and PSS) of the whole process tree after the load; SIGTERM to exit when idle. Container (our
-image only): size, a --no-cache build, a rebuild after an app/ change, `docker run` to first 200 and to
-healthy, one wrk run at -c64, `docker stop`. Everything it starts or builds is removed at the end, also
-on failure or Ctrl-C.
+Each round measures every server, one after the other; --rounds (3) rounds interleave them, and the
+medians are reported (errors are summed). Per server and round: spawn to the first 200 on `/`; for each
+concurrency a warm-up, then `wrk -t2 -c<C> -d<D>s --latency` (-t1 at C=1) for requests/s, p50, p99,
+socket errors and non-2xx; RSS (and PSS) of the whole process tree after the load; SIGTERM to exit when
+idle. Container (our image only): size, a --no-cache build, a rebuild after an app/ change, `docker run`
+to first 200 and to healthy, one wrk run at -c64, `docker stop`. Everything it starts or builds is
+removed at the end, also on failure or Ctrl-C.
 
 Output (--out, default benchmarks/results/latest/): results.json (raw figures, machine, versions,
 command), results.md (tables with ratios to uvicorn), chart.png (requests/s and p99 against
@@ -51,6 +52,7 @@ import platform
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -111,7 +113,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--concurrency", type=levels, help="comma-separated wrk -c levels (default: 1,16,64,256)"
     )
-    parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default: 10)")
+    parser.add_argument("--duration", type=int, help="seconds of each measured wrk run (default: 5)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure every server this many times, interleaved, and keep the medians (default: 3)",
+    )
     parser.add_argument("--warmup", type=int, help="seconds of wrk before each measured run (default: 2)")
     parser.add_argument(
         "--quick", action="store_true", help="levels 1,16; 1 s runs without warm-up (smoke test)"
@@ -132,7 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     args.concurrency = args.concurrency or list(QUICK_CONCURRENCY if args.quick else CONCURRENCY)
-    args.duration = args.duration or (1 if args.quick else 10)
+    args.duration = args.duration or (1 if args.quick else 5)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 2)
     args.idle = 0.5 if args.quick else 1.0
     return args
@@ -222,6 +230,28 @@ def measure(name: str, args: argparse.Namespace, raw: Path) -> dict:
     return result
 
 
+def median_of(measured: list[dict]) -> dict:
+    """One server's rounds folded into one result: medians of the figures, sums of the errors."""
+    failed = [m for m in measured if m.get("error")]
+    if failed:
+        return failed[0]
+    first = measured[0]
+    folded: dict = {}
+    for key, value in first.items():
+        values = [m[key] for m in measured]
+        if isinstance(value, dict):
+            folded[key] = median_of(values) if all(isinstance(v, dict) for v in values) else value
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            folded[key] = value
+        elif "error" in key or key == "non_2xx":
+            folded[key] = sum(values)  # an error in any round is reported, not hidden by a median
+        else:
+            folded[key] = statistics.median(values)
+    if "levels" in first:
+        folded["rounds"] = len(measured)
+    return folded
+
+
 def prime() -> None:
     """Import every server once, untimed, so that the first one measured pays no cold caches."""
     modules = (
@@ -260,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "concurrency": args.concurrency,
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "warmup_s": args.warmup,
             "idle_before_stop_s": args.idle,
             "quick": args.quick,
@@ -274,9 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     prime()
-    for name in args.servers:
-        print(f"== {name}", flush=True)
-        results["servers"][name] = measure(name, args, raw)
+    # Rounds interleave the servers, so that a slow spell of this shared machine hits one round of
+    # every server rather than all of one server's figures; the medians are kept.
+    rounds: dict[str, list[dict]] = {name: [] for name in args.servers}
+    for number in range(1, args.rounds + 1):
+        for name in args.servers:
+            print(f"== {name} (round {number} of {args.rounds})", flush=True)
+            rounds[name].append(measure(name, args, raw))
+    for name, measured in rounds.items():
+        results["servers"][name] = median_of(measured)
     if args.no_container:
         results["container"] = {"skipped": "--no-container"}
     else:
