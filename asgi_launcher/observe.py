@@ -224,37 +224,36 @@ class RequestMetrics(Batched):
         self._bounds = list(self._latency._upper_bounds)
         self._children: dict[tuple[str, str, int], object] = {}
         self._in_flight_children: dict[str, object] = {}
-        self._active: dict[str, int] = {}
         self._finished: dict[tuple[str, str, int], list] = {}  # key -> [sum, count per bucket]
+        self.in_flight: set[Exchange] = set()  # Observed's: counted at flush time, not per request
 
-    @staticmethod
-    def method(scope: dict) -> str:
-        method = scope["method"]
-        return method if method in METHODS else "OTHER"
-
-    def started(self, scope: dict) -> None:
-        method = self.method(scope)
-        self._active[method] = self._active.get(method, 0) + 1
-        self._schedule()
+    def started(self) -> None:
+        if not self._scheduled:
+            self._schedule()
 
     def finished(self, x: Exchange) -> None:
-        method = self.method(x.scope)
-        self._active[method] -= 1
-        key = (method, x.route, x.status)
+        method = x.scope["method"]
+        key = (method if method in METHODS else "OTHER", x.route, x.status)
         pending = self._finished.get(key)
         if pending is None:
             pending = self._finished[key] = [0.0, [0] * len(self._bounds)]
         pending[0] += x.duration
         pending[1][bisect.bisect_left(self._bounds, x.duration)] += 1
-        self._schedule()
+        if not self._scheduled:
+            self._schedule()
 
     def flush(self) -> None:
         self._scheduled = False
-        for method, active in self._active.items():
+        active = dict.fromkeys(self._in_flight_children, 0)
+        for x in self.in_flight:
+            method = x.scope["method"]
+            method = method if method in METHODS else "OTHER"
+            active[method] = active.get(method, 0) + 1
+        for method, count in active.items():
             child = self._in_flight_children.get(method)
             if child is None:
                 child = self._in_flight_children[method] = self._in_flight.labels(method)
-            child.set(active)
+            child.set(count)
         for key, (total, counts) in self._finished.items():
             child = self._children.get(key)
             if child is None:
@@ -264,6 +263,8 @@ class RequestMetrics(Batched):
                 if count:
                     bucket.inc(count)
         self._finished.clear()
+        if self.in_flight:  # the gauge follows long requests even while none finishes
+            self._schedule()
 
 
 class Observed:
@@ -273,7 +274,8 @@ class Observed:
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
-        self.in_flight: set[Exchange] = set()  # named by the worker when it times out
+        # Named by the worker when it times out; counted by the metrics for the in-flight gauge.
+        self.in_flight: set[Exchange] = metrics.in_flight if metrics else set()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -291,7 +293,7 @@ class Observed:
             await send(message)
 
         if self.metrics:
-            self.metrics.started(scope)
+            self.metrics.started()
         self.in_flight.add(exchange)
         try:
             await self.app(scope, receive, observing_send)

@@ -308,9 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     # Rounds interleave the servers, so that a slow spell of this shared machine hits one round of
     # every server rather than all of one server's figures; the medians are kept.
     rounds: dict[str, list[dict]] = {name: [] for name in args.servers}
-    for number in range(1, args.rounds + 1):
-        for name in args.servers:
-            print(f"== {name} (round {number} of {args.rounds})", flush=True)
+    for number in range(args.rounds):
+        # Each round starts with a different server: the first of a round measured lower, whichever
+        # it was, so that place is shared out.
+        shift = number % len(args.servers)
+        for name in args.servers[shift:] + args.servers[:shift]:
+            print(f"== {name} (round {number + 1} of {args.rounds})", flush=True)
             rounds[name].append(measure(name, args, raw))
     for name, measured in rounds.items():
         results["servers"][name] = median_of(measured)
