@@ -160,8 +160,12 @@ class Batched:
 
     def _schedule(self) -> None:
         if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the flush at exit: no loop to come back to
+                return
             self._scheduled = True
-            asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
+            loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         raise NotImplementedError
@@ -227,18 +231,19 @@ class RequestMetrics(Batched):
         self._finished: dict[tuple[str, str, int], list] = {}  # key -> [sum, count per bucket]
         self.in_flight: set[Exchange] = set()  # Observed's: counted at flush time, not per request
 
-    def started(self) -> None:
-        if not self._scheduled:
-            self._schedule()
-
     def finished(self, x: Exchange) -> None:
         method = x.scope["method"]
-        key = (method if method in METHODS else "OTHER", x.route, x.status)
+        route = getattr(x.scope.get("route"), "path", None) or UNMATCHED
+        key = (method if method in METHODS else "OTHER", route, x.status)
         pending = self._finished.get(key)
         if pending is None:
             pending = self._finished[key] = [0.0, [0] * len(self._bounds)]
+            self._start_ticking()
         pending[0] += x.duration
         pending[1][bisect.bisect_left(self._bounds, x.duration)] += 1
+
+    def _start_ticking(self) -> None:
+        """Flush every FLUSH_INTERVAL from the first request on: requests then do no scheduling."""
         if not self._scheduled:
             self._schedule()
 
@@ -263,8 +268,7 @@ class RequestMetrics(Batched):
                 if count:
                     bucket.inc(count)
         self._finished.clear()
-        if self.in_flight:  # the gauge follows long requests even while none finishes
-            self._schedule()
+        self._schedule()  # the next tick: 20 wake-ups a second, idle or not
 
 
 class Observed:
@@ -292,8 +296,6 @@ class Observed:
                 exchange.response_headers = message.get("headers")
             await send(message)
 
-        if self.metrics:
-            self.metrics.started()
         self.in_flight.add(exchange)
         try:
             await self.app(scope, receive, observing_send)
