@@ -7,7 +7,6 @@ It never prunes the builder cache: that would disturb other work on the machine.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -17,51 +16,21 @@ import uuid
 from pathlib import Path
 
 import load
+from dockercli import PYTHON_IMAGES, build_env, builder, docker, engine_error, first_image
 from servers import HOST, REPO, free_port, status_of
 
 HEALTHY_DEADLINE = 120  # the image's start period is 60 s
 
 
-def docker(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}")
-    return result
-
-
-def engine_error() -> str | None:
-    if not shutil.which("docker"):
-        return "the docker CLI is not installed"
-    try:
-        result = docker("info", "-f", "{{.ServerVersion}}", check=False, timeout=30)
-    except subprocess.TimeoutExpired:
-        return "docker info timed out"
-    return None if result.returncode == 0 else f"no Docker engine answers ({result.stderr.strip()})"
-
-
-def builder() -> list[str]:
-    """BuildKit, which the Dockerfile's cache mounts need: `docker buildx` where it exists, else the
-    Debian docker.io client (/usr/bin/docker), whose `build` has BuildKit built in."""
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
-        return ["docker", "buildx", "build", "--load"]
-    return ["/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker", "build"]
-
-
 def python_image(requested: str | None) -> str | None:
-    candidates = [requested] if requested else ["python:3.13-slim", "local/python:3.13-slim"]
-    for candidate in candidates:
-        if docker("image", "inspect", candidate, check=False).returncode == 0:
-            return candidate
-    return None
+    return first_image([requested] if requested else PYTHON_IMAGES)
 
 
 def build(context: Path, tag: str, base: str, log: Path, extra: tuple[str, ...] = ()) -> tuple[float, str]:
     argv = [*builder(), "--progress=plain", "--target", "app", "--build-arg", f"PYTHON_IMAGE={base}"]
     argv += ["-t", tag, *extra, str(context)]
     started = time.perf_counter()
-    result = subprocess.run(
-        argv, capture_output=True, text=True, timeout=1800, env={**os.environ, "DOCKER_BUILDKIT": "1"}
-    )
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=1800, env=build_env())
     seconds = time.perf_counter() - started
     output = result.stdout + result.stderr
     log.write_text(f"$ {' '.join(argv)}\n{output}")

@@ -21,7 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
-from container import build, docker, engine_error, python_image
+from container import build, python_image
+from dockercli import docker, engine_error
 from servers import HOST, REPO, free_port, status_of
 
 CONNECTIONS = 10

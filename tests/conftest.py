@@ -72,7 +72,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def engine():
-    from dockerutil import engine_error
+    from dockercli import engine_error
 
     error = engine_error()
     if error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -13,48 +12,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
+from dockercli import PYTHON_IMAGES, build_env, builder, docker, first_image
 from proc import REPO, free_port, wait_for
 
 PREFIX = "asgi-server-test"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
-    return result
-
-
-def engine_error() -> str | None:
-    if not shutil.which("docker"):
-        return "the docker CLI is not installed"
-    result = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=30)
-    return None if result.returncode == 0 else f"no Docker engine answers: {result.stderr.strip()}"
-
-
-def builder() -> list[str]:
-    """A build command with BuildKit, which the Dockerfile's cache mounts need.
-
-    `docker buildx` where it exists; else Debian's docker.io client (/usr/bin/docker, 20.10), which
-    has BuildKit built in while a newer client without the buildx plugin would fall back to the
-    legacy builder.
-    """
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
-        return ["docker", "buildx", "build", "--load"]
-    for candidate in ("/usr/bin/docker", "docker"):
-        if shutil.which(candidate):
-            return [candidate, "build"]
-    raise AssertionError("no docker client can build with BuildKit")
 
 
 def python_image() -> str:
     """The base the suite builds on: $PYTHON_IMAGE, else the official image if present, else the local one."""
     if os.environ.get("PYTHON_IMAGE"):
         return os.environ["PYTHON_IMAGE"]
-    for candidate in ("python:3.13-slim", "local/python:3.13-slim"):
-        if docker("image", "inspect", candidate, check=False).returncode == 0:
-            return candidate
-    raise AssertionError("no base image: run scripts/build-base-image.sh or set PYTHON_IMAGE")
+    image = first_image(PYTHON_IMAGES)
+    if image is None:
+        raise AssertionError("no base image: run scripts/build-base-image.sh or set PYTHON_IMAGE")
+    return image
 
 
 def build(
@@ -72,9 +43,7 @@ def build(
         command += ["-f", dockerfile]
     command += [*extra, str(context)]
     started = time.monotonic()
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=timeout, env={**os.environ, "DOCKER_BUILDKIT": "1"}
-    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=build_env())
     if result.returncode != 0:
         raise AssertionError(f"build of {tag} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     build.last_seconds = time.monotonic() - started

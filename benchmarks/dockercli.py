@@ -1,0 +1,55 @@
+"""The Docker CLI calls the benchmarks and the test suite share (tests reach it via pytest's pythonpath).
+
+Nothing here imports another local module: both `benchmarks/` and `tests/` are on the test run's path,
+and each has its own `load` module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable
+
+# The official image where a registry is reachable, else the one scripts/build-base-image.sh makes.
+PYTHON_IMAGES = ("python:3.13-slim", "local/python:3.13-slim")
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed ({result.returncode}):\n{result.stderr.strip()}")
+    return result
+
+
+def engine_error() -> str | None:
+    if not shutil.which("docker"):
+        return "the docker CLI is not installed"
+    try:
+        result = docker("info", "-f", "{{.ServerVersion}}", check=False, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "docker info timed out"
+    return None if result.returncode == 0 else f"no Docker engine answers ({result.stderr.strip()})"
+
+
+def builder() -> list[str]:
+    """A build command with BuildKit, which the Dockerfile's cache mounts need.
+
+    `docker buildx` where it exists; else Debian's docker.io client (/usr/bin/docker, 20.10), which
+    has BuildKit built in while a newer client without the buildx plugin would fall back to the
+    legacy builder.
+    """
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
+        return ["docker", "buildx", "build", "--load"]
+    return ["/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker", "build"]
+
+
+def build_env() -> dict[str, str]:
+    return {**os.environ, "DOCKER_BUILDKIT": "1"}
+
+
+def first_image(candidates: Iterable[str]) -> str | None:
+    for candidate in candidates:
+        if docker("image", "inspect", candidate, check=False).returncode == 0:
+            return candidate
+    return None
