@@ -51,3 +51,27 @@ def test_quick_run_writes_clean_results(tmp_path):
         assert (tmp_path / "raw" / f"{name}.log").exists(), name
     assert results["servers"]["ours"]["vs_uvicorn"]["levels"]["16"]["requests_per_s"] > 0
     assert results["container"] == {"skipped": "--no-container"}
+
+
+def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
+    """benchmarks/breakdown.py's reading of py-spy's collapsed stacks (the sampling itself needs a
+    running server and is left to the opt-in command)."""
+    from breakdown import summarize
+
+    master = 'process 10:"gunicorn"'
+    worker = f'{master};process 11:"gunicorn"'
+    collapsed = "\n".join(
+        [
+            f"{worker};run (uvicorn/server.py:1);flush (asgi_launcher/protocol.py:48) 30",
+            f"{worker};run (uvicorn/server.py:1);handle (starlette/routing.py:2) 50",
+            f"{worker};handle (starlette/routing.py:2);wait (threading.py:320) 15",
+            f"{master};run (gunicorn/arbiter.py:3) 5",
+        ]
+    )
+    summary = summarize(collapsed)
+    assert summary["samples"] == 100
+    assert summary["master_percent"] == 5
+    expected = {"starlette": 50, "asgi_launcher": 30, "standard library": 15, "gunicorn": 5}
+    assert summary["packages"] == expected
+    assert summary["launcher_lines"] == {"flush (asgi_launcher/protocol.py:48)": 30}
+    assert next(iter(summary["top_lines"])) == "handle (starlette/routing.py:2)"

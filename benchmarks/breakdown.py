@@ -1,0 +1,279 @@
+"""Where the time and the memory go: the profile behind the benchmark's figures.
+
+    .venv/bin/python benchmarks/breakdown.py              about 3 minutes
+
+Three parts, each comparing this launcher (defaults) with tiangolo's configuration and `uvicorn
+--workers N --no-access-log`, on the same app as benchmarks/run.py:
+
+- cpu: py-spy samples every process of the tree (--subprocesses, 100 Hz, --gil: only the thread holding
+  the GIL, the work a worker can do on one core) while wrk holds 64 connections; each sample is charged
+  to the package of its innermost Python frame (C code such as the httptools parser or uvloop's socket
+  write is charged to the Python line that called it).
+- start: spawn to first 200, median of interleaved repeats, for our start.sh, for the Gunicorn command
+  it ends in run directly (same configuration, no start script), and for tiangolo's; plus the parts
+  that only ours runs: `python -m asgi_launcher check` and the import of our worker modules.
+- memory: per-process RSS and USS (the pages only that process holds) after a short load, for ours,
+  ours with METRICS=off and tiangolo's; plus what importing each worker module adds to a fresh
+  interpreter's RSS.
+
+Output (--out, default benchmarks/results/breakdown/): results.md, results.json, and raw/ (git ignores
+it) with the servers' logs and, for the cpu part, stacks-<server>.txt in the collapsed format that
+flamegraph.pl and speedscope read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import load
+import servers
+
+SERVERS = ("ours", "tiangolo", "uvicorn")
+WORKERS = 2
+# Packages shown on their own; every other frame is the standard library's (asyncio, threading, ...).
+PACKAGES = {"asgi_launcher", "anyio", "app", "fastapi", "gunicorn", "prometheus_client", "pydantic"}
+PACKAGES |= {"starlette", "uvicorn", "uvicorn_worker"}
+# What a worker imports beyond the app: ours (plus prometheus_client when METRICS is on), tiangolo's.
+WORKER_MODULES = ("asgi_launcher.workers", "prometheus_client", "uvicorn.workers")
+
+
+def package_of(frame: str) -> str:
+    """`func (uvicorn/protocols/http/httptools_impl.py:422)` -> uvicorn; the standard library grouped."""
+    location = frame.rsplit(" (", 1)[-1].rstrip(")")
+    top = location.rsplit(":", 1)[0].split("/", 1)[0].removesuffix(".py")
+    return top if top in PACKAGES else "standard library"
+
+
+def cpu_profile(name: str, seconds: int, raw: Path) -> dict:
+    with servers.Running(name, WORKERS, raw / f"breakdown-{name}.log") as server:
+        server.wait_first_200(60)
+        load.wrk(server.url, 64, 2)
+        stacks = raw / f"stacks-{name}.txt"
+        wrk = subprocess.Popen(  # the load outlasts the sampling on both sides
+            ["wrk", "-t2", "-c64", f"-d{seconds + 3}s", server.url], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(1)
+        py_spy = [str(servers.VENV_BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--subprocesses"]
+        py_spy += ["--gil", "--rate", "100", "--duration", str(seconds), "--format", "raw"]
+        spy = subprocess.run(
+            [*py_spy, "--output", str(stacks)],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+        wrk.communicate(timeout=seconds + 60)
+        if spy.returncode != 0:
+            raise RuntimeError(f"py-spy failed: {spy.stderr.strip()}")
+    return summarize(stacks.read_text())
+
+
+def summarize(collapsed: str) -> dict:
+    """Shares of the samples in py-spy's collapsed format (`process A;process B;frame;...;leaf N`)."""
+    by_package: collections.Counter = collections.Counter()
+    by_line: collections.Counter = collections.Counter()
+    master = total = 0
+    for line in collapsed.splitlines():
+        trace, count = line.rsplit(" ", 1)
+        frames = trace.split(";")
+        samples = int(count)
+        total += samples
+        if sum(frame.startswith("process ") for frame in frames) == 1:  # the leader: the master
+            master += samples
+        by_package[package_of(frames[-1])] += samples
+        by_line[frames[-1]] += samples
+
+    def share(n: int) -> float:
+        return round(100 * n / total, 2)
+
+    return {
+        "samples": total,
+        "master_percent": share(master),
+        "packages": {package: share(n) for package, n in by_package.most_common()},
+        "top_lines": {line: share(n) for line, n in by_line.most_common(8)},
+        "launcher_lines": {
+            line: share(n) for line, n in by_line.most_common() if package_of(line) == "asgi_launcher"
+        },
+    }
+
+
+# label -> (server, argv instead of the server's own or None, variables added to the server's)
+DIRECT = ["gunicorn", "-c", str(servers.REPO / "gunicorn_conf.py"), "app.main:app"]  # what start.sh execs
+START_VARIANTS = {
+    "ours": ("ours", None, {}),
+    "ours, gunicorn run directly (no start.sh)": ("ours", DIRECT, {}),
+    "ours, gunicorn run directly, METRICS=off": ("ours", DIRECT, {"METRICS": "off"}),
+    "tiangolo": ("tiangolo", None, {}),
+}
+MEMORY_VARIANTS = {
+    "ours": ("ours", None, {}),
+    "ours, METRICS=off": ("ours", None, {"METRICS": "off"}),
+    "tiangolo": ("tiangolo", None, {}),
+}
+
+
+def variant(label: str, spec: tuple, raw: Path) -> servers.Running:
+    name, argv, extra = spec
+    slug = "".join(c if c.isalnum() else "-" for c in label)
+    running = servers.Running(name, WORKERS, raw / f"breakdown-{slug}.log")
+    running.argv = argv or running.argv
+    running.variables = {**running.variables, **extra}
+    return running
+
+
+def start_profile(repeats: int, raw: Path) -> dict:
+    starts: dict[str, list[float]] = collections.defaultdict(list)
+    for _ in range(repeats):
+        for label, spec in START_VARIANTS.items():
+            with variant(label, spec, raw) as server:
+                starts[label].append(server.wait_first_200(60))
+    # What start.sh passes to the check: our server's variables plus the module it found.
+    check_env = servers.clean_env({**servers.command("ours", WORKERS, 1)[1], "APP_MODULE": "app.main:app"})
+    check = timed([sys.executable, "-m", "asgi_launcher", "check"], check_env, repeats)
+    bare = timed([sys.executable, "-c", "pass"], check_env, repeats)
+    imports = {
+        module: timed([sys.executable, "-c", f"import {module}"], check_env, repeats) - bare
+        for module in WORKER_MODULES
+    }
+    return {
+        "first_200_s": {label: statistics.median(values) for label, values in starts.items()},
+        "first_200_all_s": starts,
+        "check_s": check,
+        "interpreter_s": bare,
+        "import_s": imports,
+    }
+
+
+def timed(argv: list[str], env: dict, repeats: int) -> float:
+    """Median wall time of a short command."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, cwd=servers.REPO, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+IMPORT_RSS = """
+import sys
+def rss():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+before = rss()
+__import__(sys.argv[1])
+print(rss() - before)
+"""
+
+
+def memory_profile(raw: Path) -> dict:
+    trees = {}
+    for label, spec in MEMORY_VARIANTS.items():
+        with variant(label, spec, raw) as server:
+            server.wait_first_200(60)
+            load.wrk(server.url, 16, 2)
+            processes = []
+            for process in server.processes():
+                info = process.memory_full_info()
+                role = "master" if process.pid == server.proc.pid else "worker"
+                processes.append({"role": role, "rss_mib": info.rss / 2**20, "uss_mib": info.uss / 2**20})
+            trees[label] = processes
+    imports = {}
+    with tempfile.NamedTemporaryFile("w", suffix=".py") as script:
+        script.write(IMPORT_RSS)
+        script.flush()
+        for module in WORKER_MODULES:
+            argv = [sys.executable, script.name, module]
+            output = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=servers.REPO).stdout
+            imports[module] = int(output) / 2**20
+    return {"processes": trees, "import_rss": imports}
+
+
+def markdown(results: dict) -> str:
+    out = [f"# Profile, {results['date']}", "", f"`{results['command']}` at commit {results['commit']}.", ""]
+    cpu = results["cpu"]
+    packages = sorted({p for r in cpu.values() for p, share in r["packages"].items() if share >= 0.5})
+    out += [
+        "## CPU under wrk -c64: samples of the thread holding the GIL, by its innermost frame's package",
+        "",
+    ]
+    out += ["| package | " + " | ".join(cpu) + " |", "|---|" + "---|" * len(cpu)]
+    rows = [(p, [f"{r['packages'].get(p, 0):.1f} %" for r in cpu.values()]) for p in packages]
+    rows.append(("(in the master process)", [f"{r['master_percent']:.1f} %" for r in cpu.values()]))
+    out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    out.append("| samples | " + " | ".join(str(r["samples"]) for r in cpu.values()) + " |")
+    for name, figures in cpu.items():
+        out += ["", f"The lines where `{name}` spent most, share of its samples:", ""]
+        out += [f"- `{line}`: {share:.1f} %" for line, share in figures["top_lines"].items()]
+    launcher = cpu["ours"]["launcher_lines"]
+    out += [
+        "",
+        f"`asgi_launcher` in all: {sum(launcher.values()):.1f} % of `ours`'s samples, over"
+        f" {len(launcher)} lines; those with at least 0.25 %:",
+        "",
+    ]
+    out += [f"- `{line}`: {share:.2f} %" for line, share in launcher.items() if share >= 0.25]
+    start = results["start"]
+    out += ["", "## Start", "", "| | spawn to first 200 (median) |", "|---|---|"]
+    out += [f"| {label} | {seconds:.3f} s |" for label, seconds in start["first_200_s"].items()]
+    out += [
+        "",
+        f"`python -m asgi_launcher check`: {start['check_s'] * 1000:.0f} ms"
+        f" (an empty interpreter: {start['interpreter_s'] * 1000:.0f} ms).",
+        "Import time in a fresh interpreter, beyond an empty one: "
+        + ", ".join(f"`{module}` {s * 1000:.0f} ms" for module, s in start["import_s"].items())
+        + ".",
+    ]
+    memory = results["memory"]
+    out += ["", "## Memory after a short load", "", "| | process | RSS | USS |", "|---|---|---|---|"]
+    for label, processes in memory["processes"].items():
+        for p in processes:
+            out.append(f"| {label} | {p['role']} | {p['rss_mib']:.1f} MiB | {p['uss_mib']:.1f} MiB |")
+    out += ["", "What importing a module adds to a fresh interpreter's RSS:", ""]
+    out += [f"- `{module}`: {mib:.1f} MiB" for module, mib in memory["import_rss"].items()]
+    return "\n".join(out) + "\n"
+
+
+def which(program: str) -> bool:
+    return bool(servers.shutil.which(program, path=servers.clean_env({})["PATH"]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=int, default=10, help="py-spy sampling time per server")
+    parser.add_argument("--repeats", type=int, default=7, help="starts per server")
+    parser.add_argument("--out", type=Path, default=servers.REPO / "benchmarks" / "results" / "breakdown")
+    args = parser.parse_args()
+    if missing := servers.missing_programs(list(SERVERS)) + [p for p in ("wrk", "py-spy") if not which(p)]:
+        print(f"missing programs: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    raw = args.out / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    results = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": "benchmarks/breakdown.py " + " ".join(sys.argv[1:]),
+        "commit": commit.strip(),
+        "cpu": {},
+    }
+    for name in SERVERS:
+        print(f"cpu: {name}", flush=True)
+        results["cpu"][name] = cpu_profile(name, args.seconds, raw)
+    print("start", flush=True)
+    results["start"] = start_profile(args.repeats, raw)
+    print("memory", flush=True)
+    results["memory"] = memory_profile(raw)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
