@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,12 @@ WORKERS = 2
 # Packages shown on their own; every other frame is the standard library's (asyncio, threading, ...).
 PACKAGES = {"asgi_launcher", "anyio", "app", "fastapi", "gunicorn", "prometheus_client", "pydantic"}
 PACKAGES |= {"starlette", "uvicorn", "uvicorn_worker"}
+# Work counted with everything it calls (any frame of the stack matches), to price a feature.
+INCLUSIVE = {
+    "metrics": re.compile(r"RequestMetrics\.|\(prometheus_client/"),
+    "our access log": re.compile(r"AccessLog\.|_line \(asgi_launcher/|_line\.<locals>"),
+    "Python's logging": re.compile(r"\(logging/"),
+}
 # What a worker imports beyond the app: ours (plus prometheus_client when METRICS is on), tiangolo's.
 WORKER_MODULES = ("asgi_launcher.workers", "prometheus_client", "uvicorn.workers")
 
@@ -79,6 +86,7 @@ def summarize(collapsed: str) -> dict:
     """Shares of the samples in py-spy's collapsed format (`process A;process B;frame;...;leaf N`)."""
     by_package: collections.Counter = collections.Counter()
     by_line: collections.Counter = collections.Counter()
+    inclusive: collections.Counter = collections.Counter()
     master = total = 0
     for line in collapsed.splitlines():
         trace, count = line.rsplit(" ", 1)
@@ -89,6 +97,9 @@ def summarize(collapsed: str) -> dict:
             master += samples
         by_package[package_of(frames[-1])] += samples
         by_line[frames[-1]] += samples
+        for label, pattern in INCLUSIVE.items():
+            if pattern.search(trace):
+                inclusive[label] += samples
 
     def share(n: int) -> float:
         return round(100 * n / total, 2)
@@ -98,6 +109,7 @@ def summarize(collapsed: str) -> dict:
         "master_percent": share(master),
         "packages": {package: share(n) for package, n in by_package.most_common()},
         "top_lines": {line: share(n) for line, n in by_line.most_common(8)},
+        "inclusive": {label: share(inclusive[label]) for label in INCLUSIVE},
         "launcher_lines": {
             line: share(n) for line, n in by_line.most_common() if package_of(line) == "asgi_launcher"
         },
@@ -208,6 +220,12 @@ def markdown(results: dict) -> str:
     rows.append(("(in the master process)", [f"{r['master_percent']:.1f} %" for r in cpu.values()]))
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     out.append("| samples | " + " | ".join(str(r["samples"]) for r in cpu.values()) + " |")
+    out += ["", "Counting every frame below them (a feature's whole price):", ""]
+    out += ["| work | " + " | ".join(cpu) + " |", "|---|" + "---|" * len(cpu)]
+    out += [
+        f"| {label} | " + " | ".join(f"{r['inclusive'][label]:.1f} %" for r in cpu.values()) + " |"
+        for label in INCLUSIVE
+    ]
     for name, figures in cpu.items():
         out += ["", f"The lines where `{name}` spent most, share of its samples:", ""]
         out += [f"- `{line}`: {share:.1f} %" for line, share in figures["top_lines"].items()]

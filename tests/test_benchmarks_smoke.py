@@ -63,7 +63,8 @@ def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
     collapsed = "\n".join(
         [
             f"{worker};run (uvicorn/server.py:1);flush (asgi_launcher/protocol.py:48) 30",
-            f"{worker};run (uvicorn/server.py:1);handle (starlette/routing.py:2) 50",
+            f"{worker};run (uvicorn/server.py:1);handle (starlette/routing.py:2) 40",
+            f"{worker};call (asgi_launcher/observe.py:1);RequestMetrics.finished (asgi_launcher/o.py:2) 10",
             f"{worker};handle (starlette/routing.py:2);wait (threading.py:320) 15",
             f"{master};run (gunicorn/arbiter.py:3) 5",
         ]
@@ -71,7 +72,11 @@ def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
     summary = summarize(collapsed)
     assert summary["samples"] == 100
     assert summary["master_percent"] == 5
-    expected = {"starlette": 50, "asgi_launcher": 30, "standard library": 15, "gunicorn": 5}
+    expected = {"starlette": 40, "asgi_launcher": 40, "standard library": 15, "gunicorn": 5}
     assert summary["packages"] == expected
-    assert summary["launcher_lines"] == {"flush (asgi_launcher/protocol.py:48)": 30}
+    assert summary["launcher_lines"] == {
+        "flush (asgi_launcher/protocol.py:48)": 30,
+        "RequestMetrics.finished (asgi_launcher/o.py:2)": 10,
+    }
     assert next(iter(summary["top_lines"])) == "handle (starlette/routing.py:2)"
+    assert summary["inclusive"] == {"metrics": 10, "our access log": 0, "Python's logging": 0}
