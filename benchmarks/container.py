@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import load
-from dockercli import PYTHON_IMAGES, build_env, builder, docker, engine_error, first_image
+from dockercli import PYTHON_IMAGES, build_env, builder, docker, engine_error, first_image, rebuilt_steps
 from servers import HOST, REPO, free_port, status_of
 
 HEALTHY_DEADLINE = 120  # the image's start period is 60 s
@@ -48,21 +48,6 @@ def pip_cache(output: str) -> str:
     if downloaded and not cached:
         return f"cold ({downloaded} packages downloaded)"
     return f"partly warm ({cached} from the cache, {downloaded} downloaded)"
-
-
-def rebuilt_steps(output: str) -> list[str]:
-    """The Dockerfile instructions that ran rather than came from the layer cache."""
-    names, cached = {}, set()
-    for line in output.splitlines():
-        if match := re.match(r"#(\d+) (\[[^\]]+\] .*)", line):
-            names.setdefault(match[1], " ".join(match[2].split()))
-        elif match := re.match(r"#(\d+) CACHED", line):
-            cached.add(match[1])
-    return [
-        name
-        for step, name in names.items()
-        if step not in cached and not name.startswith("[internal]") and " FROM " not in name
-    ]
 
 
 def size(image: str) -> int:

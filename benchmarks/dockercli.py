@@ -7,6 +7,7 @@ and each has its own `load` module.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Iterable
@@ -53,3 +54,18 @@ def first_image(candidates: Iterable[str]) -> str | None:
         if docker("image", "inspect", candidate, check=False).returncode == 0:
             return candidate
     return None
+
+
+def rebuilt_steps(output: str) -> list[str]:
+    """The Dockerfile instructions that ran rather than came from the layer cache."""
+    names, cached = {}, set()
+    for line in output.splitlines():
+        if match := re.match(r"#(\d+) (\[[^\]]+\] .*)", line):
+            names.setdefault(match[1], " ".join(match[2].split()))
+        elif match := re.match(r"#(\d+) CACHED", line):
+            cached.add(match[1])
+    return [
+        name
+        for step, name in names.items()
+        if step not in cached and not name.startswith("[internal]") and " FROM " not in name
+    ]
