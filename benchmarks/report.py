@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 REFERENCE = "uvicorn"
@@ -46,6 +47,18 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows] + [""]
 
 
+def host_probe_line(probes: list[float] | None) -> list[str]:
+    """The host's speed over the run, to compare runs: a slower host shows here, not in other CPU %."""
+    if not probes:
+        return []
+    return [
+        f"- Host probe (a fixed Python loop, idle, before each server of each round; lower is faster):"
+        f" median {statistics.median(probes):.1f} ms, {min(probes):.1f} to {max(probes):.1f} ms over"
+        f" {len(probes)} probes. Compare it between runs: a run whose median is well above another's ran"
+        " on a slower host, and its figures compare with each other, not with that run's."
+    ]
+
+
 def markdown(results: dict) -> str:
     machine, settings, servers = results["machine"], results["settings"], results["servers"]
     load_average = f"load average at the start {machine['loadavg_start']}"
@@ -71,6 +84,7 @@ def markdown(results: dict) -> str:
         "- Other CPU %: the share of the machine's CPU time that anything but the server, wrk and this"
         " harness used during the measured run. A few percent (kernel networking, the Docker daemon) is"
         " the idle baseline; much more means another job disturbed that figure: rerun it.",
+        *host_probe_line(results.get("host_probe_ms")),
         "",
         "| server | command | version |",
         "|---|---|---|",

@@ -37,8 +37,9 @@ to first 200 and to healthy, one wrk run at -c64, `docker stop`. Everything it s
 removed at the end, also on failure or Ctrl-C.
 
 Output (--out, default benchmarks/results/latest/): results.json (raw figures, machine, versions,
-command), results.md (tables with ratios to uvicorn), chart.png (requests/s and p99 against
-concurrency), raw/ (each server's log, with its access log, and wrk's output; git ignores it).
+command, a host-speed probe before each server), results.md (tables with ratios to uvicorn),
+chart.png (requests/s and p99 against concurrency), raw/ (each server's log, with its access log,
+and wrk's output; git ignores it).
 The exit status is 1 if any server or the container part failed (the files are still written).
 """
 
@@ -299,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             package: version(package) for package in ("fastapi", "starlette", "uvloop", "httptools")
         },
         "servers": {},
+        "host_probe_ms": [],  # before each server of each round: the host's speed over the run
     }
     print(
         f"{len(args.servers)} servers, {args.workers} workers each, concurrency {args.concurrency}",
@@ -314,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         shift = number % len(args.servers)
         for name in args.servers[shift:] + args.servers[:shift]:
             print(f"== {name} (round {number + 1} of {args.rounds})", flush=True)
+            results["host_probe_ms"].append(round(servers.host_probe_ms(), 1))
             rounds[name].append(measure(name, args, raw))
     for name, measured in rounds.items():
         results["servers"][name] = median_of(measured)

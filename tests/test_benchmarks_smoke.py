@@ -51,6 +51,10 @@ def test_quick_run_writes_clean_results(tmp_path):
         assert (tmp_path / "raw" / f"{name}.log").exists(), name
     assert results["servers"]["ours"]["vs_uvicorn"]["levels"]["16"]["requests_per_s"] > 0
     assert results["container"] == {"skipped": "--no-container"}
+    # One probe of the host's speed before each server of each round, reported in results.md.
+    assert len(results["host_probe_ms"]) == len(SERVERS) * results["settings"]["rounds"]
+    assert all(probe > 0 for probe in results["host_probe_ms"])
+    assert "- Host probe " in markdown
 
 
 def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
