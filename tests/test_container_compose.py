@@ -87,7 +87,7 @@ def test_rebuild_after_an_app_change_reuses_the_dependency_layers(engine, tmp_pa
         main.write_text(main.read_text().replace('{"Hello": "World"}', f'{{"Hello": "{changed}"}}'))
         build(tag, context=context)
         output = build.last_output
-        assert step_cached(output, "pip install -r /tmp/requirements.txt"), output
+        assert step_cached(output, "pip install --require-hashes -r /tmp/requirements.txt"), output
         assert step_cached(output, "pip install --no-deps /src"), output
         # Only the app's COPY ran; every step below it, the venv included, came from the cache. (Not
         # compared by layer digest: after a --no-cache build, such as the benchmark's, the cache holds

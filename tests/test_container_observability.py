@@ -6,9 +6,8 @@ import json
 
 import httpx
 from conftest import PROBE_APP
+from dockerutil import HARDENED
 from proc import wait_for
-
-HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 
 def test_metrics_endpoint_in_a_hardened_container(images, run_container):
