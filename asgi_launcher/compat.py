@@ -16,8 +16,8 @@ from typing import NamedTuple
 # Below these, this image's worker cannot run: uvicorn-worker needs uvicorn >= 0.36 and gunicorn >= 21.
 WORKER_NEEDS = {"uvicorn": (0, 36), "gunicorn": (21, 0)}
 # The metrics need the multiprocess files with timestamps (0.18) and start_wsgi_server returning its
-# server (0.19), whose socket each forked worker closes.
-METRICS_NEED = (0, 19)
+# server (0.20), whose socket each forked worker closes.
+METRICS_NEED = (0, 20)
 STOCK_WORKER = "uvicorn.workers.UvicornWorker"  # tiangolo's; deprecated in uvicorn 0.30, still there
 WORKER_FEATURES = "quick stop, request-head limits, keep-alive drain, BOOT_TIMEOUT, the timeout report"
 

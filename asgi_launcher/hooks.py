@@ -49,7 +49,7 @@ class Hooks:
             host = self.settings.host
             try:
                 self.metrics.serve(host, self.settings.metrics_port)
-            except OSError as error:  # the app keeps serving; only the scrape endpoint is missing
+            except Exception as error:  # noqa: BLE001 - the app keeps serving; only the scrape endpoint is missing
                 server.log.error(
                     "Metrics: cannot listen on %s:%s: %s", host, self.settings.metrics_port, error
                 )

@@ -56,11 +56,11 @@ def test_an_older_pin_falls_back_to_the_stock_worker_and_says_why(change, reason
     assert warning.endswith(f"serving with {STOCK_WORKER}; off: {compat.WORKER_FEATURES}")
 
 
-def test_metrics_need_prometheus_client_0_19():
+def test_metrics_need_prometheus_client_0_20():
     assert metrics_unsupported(PINNED) is None
-    assert metrics_unsupported(PINNED._replace(prometheus_client=(0, 19, 0))) is None
-    assert "prometheus-client 0.18.0 is older than 0.19" in metrics_unsupported(
-        PINNED._replace(prometheus_client=(0, 18, 0))
+    assert metrics_unsupported(PINNED._replace(prometheus_client=(0, 20, 0))) is None
+    assert "prometheus-client 0.19.0 is older than 0.20" in metrics_unsupported(
+        PINNED._replace(prometheus_client=(0, 19, 0))
     )
     assert "not installed" in metrics_unsupported(PINNED._replace(prometheus_client=None))
 

@@ -267,9 +267,9 @@ MATRIX = {
                "prometheus-client==0.14.1\n", STOCK, False),
     # The first pydantic 2 FastAPI, with the pinned server.
     "pydantic-2.0": ("fastapi==0.100.0\npydantic==2.0.3\n", OURS, True),
-    # The floors of this image's worker (uvicorn 0.36, gunicorn 21) and metrics (prometheus-client 0.19).
-    "worker-floor": ("uvicorn==0.36.0\ngunicorn==21.2.0\nprometheus-client==0.19.0\n", OURS, True),
-    "below-worker-floor": ("uvicorn==0.35.0\nprometheus-client==0.18.0\n", STOCK, False),
+    # The floors of this image's worker (uvicorn 0.36, gunicorn 21) and metrics (prometheus-client 0.20).
+    "worker-floor": ("uvicorn==0.36.0\ngunicorn==21.2.0\nprometheus-client==0.20.0\n", OURS, True),
+    "below-worker-floor": ("uvicorn==0.35.0\nprometheus-client==0.19.0\n", STOCK, False),
 }  # fmt: skip
 
 
