@@ -49,9 +49,9 @@ class Hooks:
             host = self.settings.host
             try:
                 self.metrics.serve(host, self.settings.metrics_port)
-            except Exception as error:  # noqa: BLE001 - the app keeps serving; only the scrape endpoint is missing
+            except Exception as error:  # the app keeps serving; only the scrape endpoint is missing
                 server.log.error(
-                    "Metrics: cannot listen on %s:%s: %s", host, self.settings.metrics_port, error
+                    "Metrics: cannot serve on %s:%s: %s", host, self.settings.metrics_port, error
                 )
             else:
                 server.log.info("Metrics at http://%s:%s/metrics", host, self.settings.metrics_port)
