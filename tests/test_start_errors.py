@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from conftest import write
 
@@ -50,6 +52,18 @@ BAD_SETTINGS = [
     ({"PRELOAD_APP": "sometimes"}, "PRELOAD_APP='sometimes' is not valid: expected one of on, off, true"),
     ({"BOOT_TIMEOUT": "1m"}, "BOOT_TIMEOUT='1m' is not valid: expected a whole number >= 0"),
     ({"HOST": "", "PORT": "99999", "BIND": ""}, "PORT='99999' is not valid: expected a TCP port number"),
+    # Values that used to pass the check and break later, after the pre-start script had run.
+    ({"BIND": "garbage:xx"}, "BIND='garbage:xx' is not valid: expected HOST:PORT, [IPv6]:PORT or unix:PATH"),
+    ({"BIND": "", "HOST": "no-such-host.invalid"}, "HOST='no-such-host.invalid' is not valid: expected"),
+    (
+        {"BIND": "127.0.0.1:18099", "METRICS_PORT": "18099"},
+        "METRICS_PORT='18099' is not valid: expected a port other than the app's",
+    ),
+    ({"WEB_CONCURRENCY": "100000000"}, "WEB_CONCURRENCY='100000000' is not valid: expected at most"),
+    (
+        {"PROCESS_MANAGER": "uvicorn", "MAX_REQUESTS": "100"},
+        "MAX_REQUESTS='100' is not valid: expected 0 with PROCESS_MANAGER=uvicorn",
+    ),
 ]
 
 
@@ -93,3 +107,13 @@ def test_valid_value_exported_by_the_pre_start_script_is_used(package_app, launc
     server = launch(package_app)
     server.wait_ready()
     assert len(server.wait_workers(3)) == 3
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="the switch to APP_USER happens only when started as root")
+def test_an_app_user_that_does_not_exist_stops_the_start(package_app, launch):
+    server = launch(package_app, APP_USER="nosuchuser")
+    assert server.wait_exit() == 2
+    assert server.output == (
+        "ERROR: APP_USER='nosuchuser' is not valid: expected a user (or user:group) that exists in the "
+        "image, a UID[:GID], or root\n"
+    )
