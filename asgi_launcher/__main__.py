@@ -4,6 +4,7 @@
   ``eval`` (asgi_launcher.start); a bad setting prints one line and exits with status 2.
 - ``as-app-user START_SH [ARGS]``: started as root, switch to APP_USER and run start.sh again
   (asgi_launcher.user).
+- ``gunicorn ARGS``: Gunicorn, as start.sh execs it (asgi_launcher.master).
 - ``serve [--reload]``: one Uvicorn process (PROCESS_MANAGER=uvicorn, start-reload.sh).
 - ``json-lines PID stdout|stderr``: the pre-start script's output as JSON log lines.
 - ``settings-table``: the README's table of every setting, from the registry.
@@ -18,7 +19,8 @@ from asgi_launcher.settings import ConfigError
 
 USAGE = (
     "usage: python -m asgi_launcher plan PID [--reload|--prestart-only|--after-prestart] | "
-    "as-app-user START_SH [ARGS] | serve [--reload] | json-lines PID stdout|stderr | settings-table"
+    "as-app-user START_SH [ARGS] | gunicorn ARGS | serve [--reload] | json-lines PID stdout|stderr | "
+    "settings-table"
 )
 
 
@@ -33,6 +35,10 @@ def main(argv: list[str]) -> int:
             from asgi_launcher.user import as_app_user
 
             as_app_user(args, dict(os.environ))
+        elif command == "gunicorn":
+            from asgi_launcher.master import run
+
+            return run(args)
         elif command == "serve" and args in ([], ["--reload"]):
             from asgi_launcher.single import serve
 

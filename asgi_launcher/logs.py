@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 _PREFIXES = {"ERROR: ": "error", "WARNING: ": "warning"}
 # Tools log to stderr at every level (alembic: "INFO  [alembic...] ..."): a leading level word wins.
-_LEVEL_WORD = re.compile(r"^\[?(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b", re.IGNORECASE)
+_LEVEL_WORD = re.compile(r"^\[?(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b")
+_ERROR = re.compile(r"^(Traceback \(most recent call last\)|[\w.]+(Error|Exception)\b)")
 
 
 class JsonFormatter(logging.Formatter):
@@ -28,21 +29,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def json_entry(logger: str, level: str, message: str, pid: int | None = None) -> str:
-    record = logging.LogRecord(logger, logging.getLevelName(level.upper()), "", 0, message, None, None)
-    if pid is not None:
-        record.process = pid
-    return JsonFormatter().format(record)
+def json_entry(logger: str, level: str, message: str, **fields) -> str:
+    """One line of our own, shaped as JsonFormatter's; ``fields`` add keys or replace the pid."""
+    entry = {
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "pid": os.getpid(),
+        "message": message,
+    }
+    return json.dumps(entry | fields)
 
 
 def json_logs(env=os.environ) -> bool:
     return env.get("LOG_FORMAT", "").strip().lower() == "json"
 
 
-def format_line(level: str, message: str, env=os.environ, pid: int | None = None) -> str:
+def format_line(level: str, message: str, env=os.environ) -> str:
     """A launcher message as ``LEVEL: message`` (info: the bare message) or, with LOG_FORMAT=json, JSON."""
     if json_logs(env):
-        return json_entry("asgi_launcher", level, message, pid)
+        return json_entry("asgi_launcher", level, message)
     return message if level == "info" else f"{level.upper()}: {message}"
 
 
@@ -53,27 +59,45 @@ def report(level: str, message: str, stream=None) -> None:
     stream.flush()
 
 
-def json_lines(logger: str, pid: int, stream_name: str = "stdout", lines=sys.stdin, out=sys.stdout) -> None:
-    """Wrap each line the pre-start script writes to ``stream_name`` in a JSON log object.
+def stream_level(text: str, stream: str, previous: str = "") -> str:
+    """The level of a raw output line: stdout is info; on stderr a leading level word decides (tools
+    such as alembic log INFO there), an indented line continues the one before (a traceback), a
+    traceback or an exception is an error, anything else a warning."""
+    if stream == "stdout":
+        return "info"
+    if text[:1] in (" ", "\t") and previous:
+        return previous
+    word = _LEVEL_WORD.match(text)
+    if word:
+        return {"warn": "warning"}.get(word.group(1).lower(), word.group(1).lower())
+    if _ERROR.match(text):
+        return "error"
+    return "warning"
 
-    Lines that already are JSON objects pass through. On stdout a line is info; on stderr a leading
-    level word (``INFO``, ``ERROR`` ...) or an ``ERROR: ``/``WARNING: `` prefix decides, else warning.
+
+def wrap_line(text: str, logger: str, stream: str, level: str, pid: int | None) -> str:
+    """A raw line as a JSON entry; our own ``ERROR: `` / ``WARNING: `` prefix becomes the level."""
+    for prefix, prefix_level in _PREFIXES.items():
+        if text.startswith(prefix):
+            text, level = text[len(prefix) :], prefix_level
+            break
+    return json_entry(logger, level, text, pid=pid, stream=stream)
+
+
+def is_json_object(text: str) -> bool:
+    return text.startswith("{") and text.rstrip().endswith("}")
+
+
+def json_lines(logger: str, pid: int, stream: str = "stdout", lines=sys.stdin, out=sys.stdout) -> None:
+    """Wrap each line the pre-start script writes to ``stream`` in a JSON log object (start.sh).
+
     ``pid`` is start.sh's, which becomes Gunicorn's master when it execs.
     """
+    level = ""
     for line in lines:
         text = line.rstrip("\n")
-        if not (text.startswith("{") and text.endswith("}")):
-            level = "info" if stream_name == "stdout" else "warning"
-            for prefix, prefix_level in _PREFIXES.items():
-                if text.startswith(prefix):
-                    text, level = text[len(prefix) :], prefix_level
-                    break
-            else:
-                word = _LEVEL_WORD.match(text)
-                if word and stream_name == "stderr":
-                    level = {"warn": "warning"}.get(word.group(1).lower(), word.group(1).lower())
-            entry = json.loads(json_entry(logger, level, text, pid))
-            entry["stream"] = stream_name
-            text = json.dumps(entry)
+        if not is_json_object(text):
+            level = stream_level(text, stream, level)
+            text = wrap_line(text, logger, stream, level, pid)
         out.write(text + "\n")
         out.flush()

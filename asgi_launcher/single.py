@@ -14,7 +14,7 @@ import sys
 from asgi_launcher import compat
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter, report
+from asgi_launcher.logs import JsonFormatter, json_logs, report
 from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import (
     AccessLog,
@@ -28,6 +28,7 @@ from asgi_launcher.protocol import LimitedHttpToolsProtocol, has_httptools
 from asgi_launcher.settings import Settings, Sizing, parse_address
 
 ACCESS_LOGGER = "asgi_launcher.access"
+APP_LOAD_ERROR = 4
 # Gunicorn's error-log line, so that both modes read alike.
 TEXT_FORMAT = logging.Formatter(
     "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"
@@ -75,7 +76,13 @@ def build_app():
 
     settings = Settings.from_env(os.environ, read_limits())
     configure_logging(settings)
-    app = import_from_string(os.environ["APP_MODULE"])
+    try:
+        app = import_from_string(os.environ["APP_MODULE"])
+    except Exception:
+        # One logged entry (JSON with LOG_FORMAT=json, with the doctor's advice), not a raw traceback
+        # out of the event loop; 4 is Gunicorn's status for an app that does not load.
+        logging.getLogger("uvicorn.error").exception("The app %s failed to load", os.environ["APP_MODULE"])
+        sys.exit(APP_LOAD_ERROR)
     access_log = None
     if settings.accesslog:
         if settings.log_format == "json":
@@ -97,6 +104,19 @@ def build_app():
 
 
 def serve(reload: bool) -> None:
+    output = None
+    if json_logs():
+        from asgi_launcher.output import JsonOutput
+
+        output = JsonOutput()
+    try:
+        _serve(reload)
+    finally:
+        if output:
+            output.close()
+
+
+def _serve(reload: bool) -> None:
     import uvicorn
 
     settings = Settings.from_env(os.environ, read_limits())

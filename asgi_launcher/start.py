@@ -159,7 +159,7 @@ def server_command(
     worker = []
     if read(env, "WORKER_CLASS") or not config_sets_worker_class(conf):
         worker = ["-k", settings.worker_class]
-    return ["gunicorn", *worker, "-c", conf, app_module]
+    return [sys.executable, "-m", "asgi_launcher", "gunicorn", *worker, "-c", conf, app_module]
 
 
 def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
@@ -178,7 +178,7 @@ def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
 
     def say(message: str) -> None:
         if settings.log_format == "json":
-            message = json_entry("start.sh", "info", message, pid)
+            message = json_entry("start.sh", "info", message, pid=pid)
         lines.append(f"printf '%s\\n' {shlex.quote(message)}")
 
     if not after_prestart:

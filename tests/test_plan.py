@@ -13,6 +13,8 @@ from proc import BASE_CONF
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError
 from asgi_launcher.start import config_sets_worker_class, module_exists, plan
 
+GUNICORN = f"{sys.executable} -m asgi_launcher gunicorn"
+
 
 @pytest.mark.parametrize(
     "text",
@@ -82,7 +84,7 @@ def test_plan_for_gunicorn(app_root):
     assert values["APP_MODULE"] == "app.main:app"
     assert values["GUNICORN_CONF"] == str(BASE_CONF)
     # The base config sets worker_class itself; no -k.
-    assert values["server"] == f"gunicorn -c {BASE_CONF} app.main:app"
+    assert values["server"] == f"{GUNICORN} -c {BASE_CONF} app.main:app"
     assert values["prestart"] == ""
     assert values["wc"] == "unset"  # empty means unset: Gunicorn would fail on ""
 
@@ -91,10 +93,11 @@ def test_plan_passes_the_worker_class_when_the_config_does_not_set_it(app_root):
     write(app_root / "gunicorn_conf.py", "workers = 1\n")
     values = shell_values(run_plan(app_root))
     assert (
-        values["server"] == f"gunicorn -k {DEFAULT_WORKER_CLASS} -c {app_root}/gunicorn_conf.py app.main:app"
+        values["server"]
+        == f"{GUNICORN} -k {DEFAULT_WORKER_CLASS} -c {app_root}/gunicorn_conf.py app.main:app"
     )
     values = shell_values(run_plan(app_root, WORKER_CLASS="uvicorn_worker.UvicornH11Worker"))
-    assert values["server"].startswith("gunicorn -k uvicorn_worker.UvicornH11Worker -c ")
+    assert values["server"].startswith(f"{GUNICORN} -k uvicorn_worker.UvicornH11Worker -c ")
 
 
 @pytest.mark.parametrize("value", ["uvicorn", " uvicorn", "UVICORN "])
