@@ -123,4 +123,3 @@ def archive_dead_worker(directory: str, pid: int) -> None:
             merged.close()
         os.replace(staging, archive)
         os.remove(dead)
-
