@@ -6,43 +6,54 @@
 # Hosts without a registry: scripts/build-base-image.sh, then --build-arg PYTHON_IMAGE=local/python:3.13-slim
 ARG PYTHON_IMAGE=python:3.13-slim
 
-# ---- builder: the virtual environment, so the runtime stages carry no pip cache or build leftovers
+# ---- builder: the virtual environment and its SBOM; the runtime stages carry no pip cache or tools
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python3 -m venv /opt/venv
-# Requirements before code: editing the app or the launcher does not reinstall the dependencies.
-COPY requirements.txt /tmp/requirements.txt
+# --system-site-packages: pip refuses `pip install --user` in an isolated venv, and derived
+# Dockerfiles written for tiangolo's image use it.
+RUN python3 -m venv --system-site-packages /opt/venv \
+    && python3 -m venv /opt/sbom-tool
+# Locks before code: editing the app or the launcher does not reinstall the dependencies.
+COPY requirements.txt requirements-sbom.txt /tmp/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install -r /tmp/requirements.txt
+    /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.txt \
+    && /opt/sbom-tool/bin/pip install --require-hashes -r /tmp/requirements-sbom.txt
 COPY pyproject.toml /src/
 COPY asgi_launcher /src/asgi_launcher
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install --no-deps /src
+    /opt/venv/bin/pip install --no-deps /src \
+    && /opt/sbom-tool/bin/cyclonedx-py environment --pyproject /src/pyproject.toml \
+       --output-format JSON --output-reproducible -o /opt/sbom.cdx.json /opt/venv/bin/python
 
-# ---- base: Python, the server, /start.sh, /start-reload.sh, /gunicorn_conf.py; no app of ours
+# ---- base: Python, the server, /start.sh, /start-reload.sh, /gunicorn_conf.py, tiangolo's sample app
 FROM ${PYTHON_IMAGE} AS base
 ARG APP_UID=10001
 LABEL org.opencontainers.image.title="asgi-server" \
       org.opencontainers.image.description="Gunicorn + Uvicorn workers for FastAPI/ASGI apps, tiangolo/uvicorn-gunicorn compatible" \
-      org.opencontainers.image.licenses="MIT"
-# A fixed UID, so volumes and Kubernetes' runAsUser can rely on it. No login shell, no home in use.
-RUN groupadd --gid "${APP_UID}" app \
-    && useradd --uid "${APP_UID}" --gid app --no-log-init --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin app
-# The venv belongs to the app user so that derived images can `RUN pip install -r requirements.txt`
-# as in tiangolo's docs; run with a read-only root filesystem to keep it immutable in production.
-COPY --from=builder --chown=app:app /opt/venv /opt/venv
+      org.opencontainers.image.licenses="MIT" \
+      dev.asgi-server.sbom="/usr/share/doc/asgi-server/sbom.cdx.json"
+# No USER: derived images build as root, as on tiangolo's image (apt-get, adduser, chmod). At run
+# time /start.sh switches to this user (APP_USER), so the app never runs as root. /app is the app
+# user's (GID 0 for arbitrary UIDs) so that the app can create files there, as SQLite does; /root
+# is traversable so that packages a build put there with `pip install --user` stay importable.
+RUN groupadd --gid "${APP_UID}" asgi \
+    && useradd --uid "${APP_UID}" --gid asgi --no-log-init --create-home --home-dir /home/asgi \
+       --shell /usr/sbin/nologin asgi \
+    && install -d -o asgi -g 0 -m 775 /app \
+    && chmod 711 /root
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/sbom.cdx.json /usr/share/doc/asgi-server/sbom.cdx.json
 COPY scripts/start.sh /start.sh
 COPY scripts/start-reload.sh /start-reload.sh
 COPY scripts/healthcheck.sh /usr/local/bin/healthcheck
 COPY gunicorn_conf.py /gunicorn_conf.py
+COPY sample/main.py /app/main.py
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HEALTHCHECK_PATH=/
 WORKDIR /app
-USER ${APP_UID}:${APP_UID}
 # Port 80 as a non-root user: Docker >= 20.10 sets net.ipv4.ip_unprivileged_port_start=0 in containers.
 # 9100: Prometheus metrics of all workers (METRICS_PORT), served by the master.
 EXPOSE 80 9100

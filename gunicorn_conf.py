@@ -34,8 +34,7 @@ preload_app = _settings.preload_app
 forwarded_allow_ips = _settings.forwarded_allow_ips
 if _settings.access_log_format:
     access_log_format = _settings.access_log_format
-if _settings.log_format == "json":
-    logger_class = "asgi_launcher.hooks.JsonLogger"
+logger_class = "asgi_launcher.hooks." + ("JsonLogger" if _settings.log_format == "json" else "AdvisingLogger")
 # The control socket (Gunicorn >= 25.1) is a runtime admin channel nobody in a container talks to,
 # and it needs a writable $HOME, which a read-only root filesystem does not have.
 control_socket_disable = True
@@ -50,6 +49,6 @@ post_worker_init = _hooks.post_worker_init
 child_exit = _hooks.child_exit
 on_exit = _hooks.on_exit
 
-if _settings.sizing.warning:
-    report("warning", _settings.sizing.warning)
+for _warning in _settings.warnings:
+    report("warning", _warning)
 print(_settings.startup_line(), flush=True)

@@ -167,3 +167,13 @@ def read_limits(root: str | os.PathLike = "/", affinity: int | None = None) -> L
     quota = _tightest([_cpu_quota_at(root, d) for d in cgroup_dirs("cpu", proc_cgroup, mounts)])
     memory = _tightest([_memory_at(root, d) for d in cgroup_dirs("memory", proc_cgroup, mounts)])
     return Limits(affinity=affinity, cpu_quota=quota, memory=int(memory) if memory is not None else None)
+
+
+def host_memory(root: str | os.PathLike = "/") -> int | None:
+    """The machine's memory (``MemTotal``), for when the container has no limit of its own."""
+    for line in (_read(os.fspath(root), "/proc/meminfo") or "").splitlines():
+        name, _, value = line.partition(":")
+        fields = value.split()
+        if name == "MemTotal" and fields and fields[0].isdigit():
+            return int(fields[0]) * 1024
+    return None

@@ -11,6 +11,7 @@ import sys
 from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
+from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
 from asgi_launcher.settings import Settings
@@ -105,8 +106,16 @@ class Hooks:
         return uvicorn_line
 
 
-class JsonLogger(Logger):
-    """Gunicorn's logger with every handler formatting JSON (Uvicorn's loggers share these handlers).
+class AdvisingLogger(Logger):
+    """Gunicorn's logger, with a line of advice on the errors a move from tiangolo's image causes."""
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)  # also on SIGHUP, which makes new handlers
+        advise(self.error_log)
+
+
+class JsonLogger(AdvisingLogger):
+    """Every handler formats JSON (Uvicorn's loggers share these handlers).
 
     The app's own ``logging`` calls come out as JSON too, unless the app configured a handler itself.
     """

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 
 _PREFIXES = {"ERROR: ": "error", "WARNING: ": "warning"}
+# Tools log to stderr at every level (alembic: "INFO  [alembic...] ..."): a leading level word wins.
+_LEVEL_WORD = re.compile(r"^\[?(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL)\b", re.IGNORECASE)
 
 
 class JsonFormatter(logging.Formatter):
@@ -32,28 +35,45 @@ def json_entry(logger: str, level: str, message: str, pid: int | None = None) ->
     return JsonFormatter().format(record)
 
 
-def report(level: str, message: str, stream=sys.stderr) -> None:
-    """A launcher message (an error, a warning) as ``LEVEL: message`` or, with LOG_FORMAT=json, JSON."""
-    if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
-        stream.write(json_entry("asgi_launcher", level, message) + "\n")
-    else:
-        stream.write(f"{level.upper()}: {message}\n")
+def json_logs(env=os.environ) -> bool:
+    return env.get("LOG_FORMAT", "").strip().lower() == "json"
+
+
+def format_line(level: str, message: str, env=os.environ, pid: int | None = None) -> str:
+    """A launcher message as ``LEVEL: message`` (info: the bare message) or, with LOG_FORMAT=json, JSON."""
+    if json_logs(env):
+        return json_entry("asgi_launcher", level, message, pid)
+    return message if level == "info" else f"{level.upper()}: {message}"
+
+
+def report(level: str, message: str, stream=None) -> None:
+    """Print a launcher message: errors and warnings to stderr, the rest to stdout."""
+    stream = stream or (sys.stdout if level == "info" else sys.stderr)
+    stream.write(format_line(level, message) + "\n")
     stream.flush()
 
 
-def json_lines(logger: str, pid: int, stream=sys.stdin, out=sys.stdout) -> None:
-    """Wrap each line of ``stream`` (start.sh's and the pre-start script's output) in a JSON log object.
+def json_lines(logger: str, pid: int, stream_name: str = "stdout", lines=sys.stdin, out=sys.stdout) -> None:
+    """Wrap each line the pre-start script writes to ``stream_name`` in a JSON log object.
 
-    Lines that already are JSON objects pass through; ``ERROR: ``/``WARNING: `` prefixes set the level.
+    Lines that already are JSON objects pass through. On stdout a line is info; on stderr a leading
+    level word (``INFO``, ``ERROR`` ...) or an ``ERROR: ``/``WARNING: `` prefix decides, else warning.
     ``pid`` is start.sh's, which becomes Gunicorn's master when it execs.
     """
-    for line in stream:
+    for line in lines:
         text = line.rstrip("\n")
         if not (text.startswith("{") and text.endswith("}")):
-            level = "info"
+            level = "info" if stream_name == "stdout" else "warning"
             for prefix, prefix_level in _PREFIXES.items():
                 if text.startswith(prefix):
                     text, level = text[len(prefix) :], prefix_level
-            text = json_entry(logger, level, text, pid)
+                    break
+            else:
+                word = _LEVEL_WORD.match(text)
+                if word and stream_name == "stderr":
+                    level = {"warn": "warning"}.get(word.group(1).lower(), word.group(1).lower())
+            entry = json.loads(json_entry(logger, level, text, pid))
+            entry["stream"] = stream_name
+            text = json.dumps(entry)
         out.write(text + "\n")
         out.flush()

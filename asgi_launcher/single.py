@@ -11,7 +11,9 @@ import os
 import signal
 import sys
 
+from asgi_launcher import compat
 from asgi_launcher.cgroups import read_limits
+from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, report
 from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import (
@@ -23,7 +25,7 @@ from asgi_launcher.observe import (
     uvicorn_line,
 )
 from asgi_launcher.protocol import LimitedHttpToolsProtocol, has_httptools
-from asgi_launcher.settings import Settings, Sizing, parse_bind
+from asgi_launcher.settings import Settings, Sizing, parse_address
 
 ACCESS_LOGGER = "asgi_launcher.access"
 # Gunicorn's error-log line, so that both modes read alike.
@@ -52,6 +54,7 @@ def configure_logging(settings: Settings) -> None:
         if handler:
             handler.setFormatter(formatter)
             logger.addHandler(handler)
+    advise(logging.getLogger("uvicorn.error"))
     if settings.log_format == "json" and not logging.getLogger().handlers:
         root = logging.StreamHandler(sys.stderr)
         root.setFormatter(formatter)
@@ -97,11 +100,11 @@ def serve(reload: bool) -> None:
     import uvicorn
 
     settings = Settings.from_env(os.environ, read_limits())
-    address = parse_bind(settings.bind)
+    address = parse_address(settings.bind)
     if reload:
-        settings = settings._replace(process_manager="uvicorn", sizing=Sizing(1, "reload"))
-    if settings.sizing.warning:
-        report("warning", settings.sizing.warning)
+        settings = settings.replace(process_manager="uvicorn", sizing=Sizing(1, "reload"))
+    for warning in settings.warnings:
+        report("warning", warning)
     print(settings.startup_line(), flush=True)
     configure_logging(settings)
     if reload:
@@ -126,5 +129,5 @@ def serve(reload: bool) -> None:
         timeout_graceful_shutdown=settings.graceful_timeout or None,
         limit_max_requests=settings.max_requests or None,
         # Gunicorn's default limits; a module-level class, which --reload can pickle for its process.
-        **({"http": LimitedHttpToolsProtocol} if has_httptools() else {}),
+        **({"http": LimitedHttpToolsProtocol} if has_httptools() and compat.ours_supported() else {}),
     )

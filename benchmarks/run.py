@@ -7,7 +7,7 @@
 Run it on an otherwise idle machine: the servers and wrk share its cores, so any other load shows up
 in the figures (results.md records the load average before and after).
 
-Needs the packages of requirements-test.txt (which includes benchmarks/requirements.txt) in the Python
+Needs the packages of requirements-test.txt (benchmarks/requirements.in is part of it) in the Python
 that runs this script, `wrk` (Debian: apt-get install wrk), and for the container part a Docker
 engine with BuildKit and a Python base image (python:3.13-slim, or local/python:3.13-slim from
 scripts/build-base-image.sh; --python-image picks another).

@@ -43,7 +43,9 @@ def command(name: str, workers: int, port: int) -> tuple[list[str], dict[str, st
     bind = f"{HOST}:{port}"
     net = ["--host", HOST, "--port", str(port)]
     if name in OURS:
-        env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py"), **OURS[name]}
+        env = {"APP_ROOT": str(REPO), "BASE_GUNICORN_CONF": str(REPO / "gunicorn_conf.py")}
+        # The user running the benchmark (the image's user exists only in the image).
+        env.update(APP_USER="root", **OURS[name])
         return ["scripts/start.sh"], {**env, "BIND": bind, "WEB_CONCURRENCY": str(workers)}
     if name == "tiangolo":
         conf = "benchmarks/tiangolo_conf.py"

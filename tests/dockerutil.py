@@ -16,15 +16,34 @@ from dockercli import PYTHON_IMAGES, build_env, builder, docker, first_image
 from proc import REPO, free_port, wait_answer, wait_for
 
 PREFIX = "asgi-server-test"
+APP_UID = 10001
+# The hardened run the README recommends: the image's user from the start, no capabilities at all.
+HARDENED = [
+    "--user", f"{APP_UID}:{APP_UID}",
+    "--read-only", "--tmpfs", "/tmp",
+    "--cap-drop", "ALL",
+    "--security-opt", "no-new-privileges",
+]  # fmt: skip
 
 
-def python_image() -> str:
-    """The base the suite builds on: $PYTHON_IMAGE, else the official image if present, else the local one."""
-    if os.environ.get("PYTHON_IMAGE"):
-        return os.environ["PYTHON_IMAGE"]
-    image = first_image(PYTHON_IMAGES)
+# The second Python the compatibility tests run on (tiangolo's python3.11 tags; Debian bookworm).
+PYTHON_311_IMAGES = ("python:3.11-slim", "local/python:3.11-slim")
+
+
+def python_image(python: str = "3.13") -> str:
+    """The base the suite builds on: $PYTHON_IMAGE (3.13) or $PYTHON_IMAGE_311, else the official
+    image if present, else the local one (scripts/build-base-image.sh)."""
+    variable, candidates = (
+        ("PYTHON_IMAGE", PYTHON_IMAGES) if python == "3.13" else ("PYTHON_IMAGE_311", PYTHON_311_IMAGES)
+    )
+    if os.environ.get(variable):
+        return os.environ[variable]
+    image = first_image(candidates)
     if image is None:
-        raise AssertionError("no base image: run scripts/build-base-image.sh or set PYTHON_IMAGE")
+        raise AssertionError(
+            f"no Python {python} base image: run SUITE=bookworm scripts/build-base-image.sh "
+            f"{candidates[-1]} (trixie for 3.13) or set {variable}"
+        )
     return image
 
 
@@ -35,8 +54,16 @@ def build(
     dockerfile: str | None = None,
     extra: Sequence[str] = (),
     timeout: float = 900,
+    python: str = "3.13",
 ) -> str:
-    command = [*builder(), "--progress=plain", "-t", tag, "--build-arg", f"PYTHON_IMAGE={python_image()}"]
+    command = [
+        *builder(),
+        "--progress=plain",
+        "-t",
+        tag,
+        "--build-arg",
+        f"PYTHON_IMAGE={python_image(python)}",
+    ]
     if target:
         command += ["--target", target]
     if dockerfile:

@@ -12,6 +12,8 @@ import httpx
 import psutil
 from spawn import REPO, Spawned, free_port
 
+from asgi_launcher.settings import REGISTRY
+
 START = REPO / "scripts" / "start.sh"
 START_RELOAD = REPO / "scripts" / "start-reload.sh"
 BASE_CONF = REPO / "gunicorn_conf.py"
@@ -19,41 +21,7 @@ BASE_CONF = REPO / "gunicorn_conf.py"
 IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 # Variables of the image that a developer's shell might have set. Launched servers start from a clean
 # environment (spawn.clean_env) and so from none of them; test_settings.py strips these for its own runs.
-IMAGE_VARIABLES = [
-    "MODULE_NAME",
-    "VARIABLE_NAME",
-    "APP_MODULE",
-    "GUNICORN_CONF",
-    "WORKER_CLASS",
-    "WORKERS_PER_CORE",
-    "MAX_WORKERS",
-    "WEB_CONCURRENCY",
-    "HOST",
-    "PORT",
-    "BIND",
-    "LOG_LEVEL",
-    "TIMEOUT",
-    "GRACEFUL_TIMEOUT",
-    "KEEP_ALIVE",
-    "ACCESS_LOG",
-    "ERROR_LOG",
-    "GUNICORN_CMD_ARGS",
-    "LOG_FORMAT",
-    "ACCESS_LOG_FORMAT",
-    "FORWARDED_ALLOW_IPS",
-    "METRICS",
-    "METRICS_PORT",
-    "PROMETHEUS_MULTIPROC_DIR",
-    "PRE_START_PATH",
-    "PROCESS_MANAGER",
-    "MAX_REQUESTS",
-    "MAX_REQUESTS_JITTER",
-    "PRELOAD_APP",
-    "BOOT_TIMEOUT",
-    "MEMORY_PER_WORKER",
-    "APP_ROOT",
-    "BASE_GUNICORN_CONF",
-]
+IMAGE_VARIABLES = [setting.name for setting in REGISTRY]
 
 
 def startup_json(output: str) -> dict:
@@ -126,6 +94,9 @@ class Launched(Spawned):
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "METRICS_PORT": str(self.metrics_port),
+            # The suite runs as root on CI: the scripts would switch to the image's user, which
+            # this machine does not have (tests/test_user.py covers the switch).
+            "APP_USER": "root",
             **env,
         }
         super().__init__([str(script), *script_args], variables, log, cwd=app_root, affinity=affinity)

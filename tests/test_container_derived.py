@@ -12,10 +12,16 @@ SINGLE = {"app/main.py": SEED_APP.replace('{"Hello": "World"}', '{"Hello": "sing
 CONF = 'import os\nprint("custom config: {where}")\nbind = "0.0.0.0:80"\nworkers = 1\n'
 
 
-def test_base_has_no_app_of_its_own(images, run_container):
+def test_base_serves_its_sample_app_as_tiangolos_did(images, run_container):
     c = run_container(images["base"])
+    message = c.wait_ready().json()["message"]
+    assert message.startswith("Hello world! From FastAPI running on Uvicorn with Gunicorn. Using Python 3.")
+
+
+def test_no_app_found_once_the_sample_is_removed(derive, run_container):
+    c = run_container(derive({}, dockerfile="RUN rm main.py\n"))
     assert c.wait_exit() == 2
-    assert c.logs() == (
+    assert c.logs().endswith(
         "ERROR: no app found: put it in /app/app/main.py or /app/main.py, "
         "or set MODULE_NAME (and VARIABLE_NAME) or APP_MODULE\n"
     )
@@ -34,7 +40,7 @@ def test_single_module_layout(derive, run_container):
 
 
 def test_seed_derived_dockerfile_with_its_own_requirements(derive, run_container):
-    """The seed's recipe: requirements installed on top of the base as its (non-root) user."""
+    """The seed's recipe: requirements installed on top of the base (as root, as on tiangolo's image)."""
     dockerfile = (
         "COPY ./requirements.txt /app/requirements.txt\n"
         "RUN pip install --no-cache-dir --upgrade -r /app/requirements.txt\n"
@@ -145,3 +151,10 @@ def test_start_reload_follows_source_changes(images, run_container, tmp_path):
     wait_for(edited, 30, "the reloaded app")
     elapsed = c.stop(timeout=10)
     assert elapsed < 5
+
+
+def test_start_script_run_by_sh_as_some_entrypoints_do(images, run_container):
+    """tiangolo's /start.sh was sh; an ENTRYPOINT or CMD that runs it with sh still starts the server."""
+    c = run_container(images["base"], command=["sh", "/start.sh"])
+    assert c.wait_ready().status_code == 200
+    assert startup_json(c.logs())["worker_class"] == "asgi_launcher.workers.UvicornWorker"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -12,11 +13,12 @@ import httpx
 import pytest
 from clients import REPLACED_WITHIN, SLOWLORIS_LATENCY, Load, answering_pid, get_ignoring_errors, record
 from conftest import PROBE_APP
-from dockerutil import docker, inside_pid
+from dockerutil import HARDENED, docker, inside_pid
+from packaging.markers import Marker
 from proc import REPO, wait_for
 from rawhttp import BAD_REQUESTS, GOOD_REQUESTS, assert_outcome, normal_latencies_under_slowloris
 
-HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+LOCK = (REPO / "requirements.txt").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -193,15 +195,25 @@ def test_no_build_tools_secrets_or_caches_in_the_image(images):
 
 
 def test_the_image_holds_exactly_the_pinned_requirements(images):
-    pins = {}
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            name, version = line.split("==")
-            pins[re.sub(r"\[.*\]", "", name).lower().replace("_", "-")] = version
+    """The venv is the lock (requirements.txt), and the SBOM inside the image lists the same packages."""
+    python = docker(
+        "run", "--rm", images["app"], "python", "-c", "import platform; print(platform.python_version())"
+    )
+    where = {"sys_platform": "linux", "platform_python_implementation": "CPython"}
+    where["python_full_version"] = python.stdout.strip()
+    lock = {}
+    for match in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)(?: ; ([^\\]*?))? \\$", LOCK, re.MULTILINE):
+        name, version, marker = match.groups()
+        if marker is None or Marker(marker).evaluate(where):  # not the packages of other platforms
+            lock[name.lower().replace("_", "-")] = version
     frozen = docker("run", "--rm", images["app"], "pip", "freeze", "--exclude", "asgi-launcher").stdout
-    installed = {}
-    for line in frozen.splitlines():
-        name, version = line.split("==")
-        installed[name.lower().replace("_", "-")] = version
-    assert installed == pins
+    installed = dict(line.lower().replace("_", "-").split("==") for line in frozen.splitlines())
+    assert installed == lock
+    sbom_path = json.loads(docker("image", "inspect", images["app"]).stdout)[0]["Config"]["Labels"][
+        "dev.asgi-server.sbom"
+    ]
+    sbom = json.loads(docker("run", "--rm", images["app"], "cat", sbom_path).stdout)
+    listed = {c["name"].lower().replace("_", "-"): c["version"] for c in sbom["components"]}
+    listed.pop("pip", None)  # the venv's own installer, which pip freeze leaves out
+    assert listed == installed
+    assert sbom["metadata"]["component"]["name"] == "asgi-launcher"

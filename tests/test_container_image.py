@@ -7,10 +7,8 @@ import threading
 
 import pytest
 from conftest import PROBE_APP
-from dockerutil import docker
+from dockerutil import APP_UID, HARDENED, docker
 from proc import startup_json, wait_for
-
-APP_UID = 10001
 
 
 def test_default_image_serves_the_seed_app_and_turns_healthy(images, run_container):
@@ -31,7 +29,7 @@ def test_default_image_serves_the_seed_app_and_turns_healthy(images, run_contain
 
 def test_image_metadata(images):
     config = json.loads(docker("image", "inspect", images["app"]).stdout)[0]["Config"]
-    assert config["User"] == f"{APP_UID}:{APP_UID}"
+    assert config["User"] == ""  # derived images build as root, as on tiangolo's; /start.sh switches
     assert config["Cmd"] == ["/start.sh"]
     assert config["WorkingDir"] == "/app"
     env = dict(item.split("=", 1) for item in config["Env"])
@@ -50,7 +48,7 @@ def test_survives_docker_restart(images, run_container):
     assert c.logs().count("Running script /app/prestart.sh") == 2  # once per container start
 
 
-def test_runs_as_the_documented_non_root_uid(images, run_container):
+def test_started_as_root_every_process_runs_as_the_app_user(images, run_container):
     c = run_container(images["app"])
     c.wait_ready()
     c.wait_workers(2)
@@ -58,24 +56,35 @@ def test_runs_as_the_documented_non_root_uid(images, run_container):
 
 
 def test_hardened_run_still_serves(images, run_container):
-    c = run_container(
-        images["app"],
-        args=[
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--cap-drop",
-            "ALL",
-            "--security-opt",
-            "no-new-privileges",
-            "--health-interval",
-            "1s",
-        ],
-    )
+    c = run_container(images["app"], args=[*HARDENED, "--health-interval", "1s"])
     assert c.wait_ready("/items/1").json() == {"item_id": 1, "q": None}
     c.wait_workers(2)
     c.wait_healthy()
     assert "Read-only file system" not in c.logs()
+    assert {row["uid"] for row in c.processes()} == {APP_UID}
+
+
+def test_root_without_the_capabilities_to_switch_refuses_to_start(images, run_container):
+    """`--cap-drop ALL` as root: one line naming the fix, never a server running as root."""
+    c = run_container(images["app"], args=["--cap-drop", "ALL"])
+    assert c.wait_exit() == 2
+    assert c.logs() == (
+        "ERROR: the container started as root without the SETUID and SETGID capabilities (--cap-drop ALL), "
+        f"so the app cannot switch to UID {APP_UID}: start it as that user (--user {APP_UID}:{APP_UID}; "
+        "compose user:, Kubernetes runAsUser), or add those two capabilities, or set APP_USER=root\n"
+    )
+    # The positive control through the same run: the two capabilities are all the switch needs.
+    c = run_container(images["app"], args=["--cap-drop", "ALL", "--cap-add", "SETUID", "--cap-add", "SETGID"])
+    c.wait_ready()
+    c.wait_workers(2)
+    assert {row["uid"] for row in c.processes()} == {APP_UID}
+
+
+def test_app_user_root_keeps_tiangolos_root_run_time(images, run_container):
+    c = run_container(images["app"], env={"APP_USER": "root"})
+    c.wait_ready()
+    c.wait_workers(2)
+    assert {row["uid"] for row in c.processes()} == {0}
 
 
 @pytest.mark.parametrize(

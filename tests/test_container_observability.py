@@ -7,10 +7,8 @@ import json
 import httpx
 import pytest
 from conftest import PROBE_APP
-from dockerutil import docker
+from dockerutil import HARDENED, docker
 from proc import startup_json, wait_for
-
-HARDENED = ["--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
 
 
 def test_metrics_endpoint_in_a_hardened_container(images, run_container):

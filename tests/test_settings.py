@@ -227,3 +227,13 @@ def test_python_gunicorn_conf_with_a_bad_value_prints_one_line_and_no_traceback(
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == "ERROR: TIMEOUT='soon' is not valid: expected a whole number >= 0\n"
+
+
+def test_the_readme_table_is_the_registry():
+    """One source of truth: regenerate with `python -m asgi_launcher settings-table`."""
+    from asgi_launcher.settings import settings_table
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("<!-- settings table")
+    table = readme[readme.index("\n", start) + 1 : readme.index("<!-- end of settings table -->")]
+    assert table == settings_table()

@@ -1,0 +1,201 @@
+"""Everything /start.sh decides, decided here: ``python -m asgi_launcher plan [--reload | --prestart-only]``.
+
+It finds the app module and the Gunicorn config as tiangolo's start script did, checks every setting
+(one line and exit status 2 on a bad one, before the pre-start script runs its migrations), and
+prints shell assignments for start.sh to ``eval``: the exports, the pre-start script to source, the
+log lines to print, and the command to ``exec``. No code of the app runs here.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import shlex
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+
+from asgi_launcher.cgroups import read_limits
+from asgi_launcher.logs import json_entry
+from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, parse_address, read
+
+# Gunicorn and Uvicorn read these two themselves and fail on an empty value, which compose passes
+# for a variable that is listed but unset (`WEB_CONCURRENCY: ""`): empty means unset here.
+UNSET_WHEN_EMPTY = ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS")
+
+
+def find_app_module(env: Mapping[str, str], app_root: str) -> str:
+    """tiangolo's detection: APP_MODULE, else MODULE_NAME:VARIABLE_NAME, else app.main or main."""
+    app_module = read(env, "APP_MODULE")
+    if app_module is None:
+        module = read(env, "MODULE_NAME")
+        if module is None:
+            if os.path.isfile(os.path.join(app_root, "app", "main.py")):
+                module = "app.main"
+            elif os.path.isfile(os.path.join(app_root, "main.py")):
+                module = "main"
+            else:
+                raise ConfigError(
+                    f"no app found: put it in {app_root}/app/main.py or {app_root}/main.py, "
+                    "or set MODULE_NAME (and VARIABLE_NAME) or APP_MODULE"
+                )
+        app_module = f"{module}:{read(env, 'VARIABLE_NAME')}"
+    module = app_module.split(":", 1)[0].strip()
+    if not module_exists(module):
+        raise ConfigError(
+            f"APP_MODULE={app_module!r} is not valid: module {module!r} cannot be imported "
+            f"from {os.getcwd()} or PYTHONPATH (expected 'module:variable', e.g. 'app.main:app')"
+        )
+    return app_module
+
+
+def module_exists(module: str) -> bool:
+    """Whether ``module`` can be found on sys.path, without running any of it (not even its parents)."""
+    path = None
+    spec = None
+    parts = module.split(".")
+    for depth in range(1, len(parts) + 1):
+        if depth > 1:
+            path = spec.submodule_search_locations
+            if path is None:  # a plain module has no submodules
+                return False
+        spec = _find_spec(".".join(parts[:depth]), path)
+        if spec is None:
+            return False
+    return True
+
+
+def _find_spec(name: str, path):
+    if not all(part.isidentifier() for part in name.split(".")):
+        return None
+    for finder in sys.meta_path:
+        find = getattr(finder, "find_spec", None)
+        if find is None:
+            continue
+        try:
+            spec = find(name, path)
+        except (ImportError, ValueError, OSError):
+            continue
+        if spec is not None:
+            return spec
+    return None
+
+
+def find_config(env: Mapping[str, str], app_root: str) -> str:
+    """GUNICORN_CONF, else the first of /app/gunicorn_conf.py, /app/app/gunicorn_conf.py, the base one."""
+    conf = read(env, "GUNICORN_CONF")
+    if conf is not None:
+        if not os.path.isfile(conf):
+            raise ConfigError(f"GUNICORN_CONF={conf!r} is not valid: expected the path of an existing file")
+        return conf
+    for candidate in (
+        os.path.join(app_root, "gunicorn_conf.py"),
+        os.path.join(app_root, "app", "gunicorn_conf.py"),
+    ):
+        if os.path.isfile(candidate):
+            return candidate
+    return read(env, "BASE_GUNICORN_CONF")
+
+
+def config_sets_worker_class(path: str) -> bool:
+    """Whether a config file assigns ``worker_class`` anywhere (annotated, indented, in an ``if``)."""
+    try:
+        with open(path, "rb") as file:
+            tree = ast.parse(file.read(), path)
+    except (OSError, SyntaxError, ValueError):
+        return False  # Gunicorn will report a broken config itself
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+            targets = [node.target]
+        for target in targets:
+            names = target.elts if isinstance(target, ast.Tuple | ast.List) else [target]
+            if any(isinstance(name, ast.Name) and name.id == "worker_class" for name in names):
+                return True
+    return False
+
+
+def check_worker_class(worker_class: str) -> None:
+    # Gunicorn's own short names ("sync", "gthread") have no dot; dotted names must be importable.
+    if worker_class == DEFAULT_WORKER_CLASS or "." not in worker_class:
+        return
+    module = worker_class.rsplit(".", 1)[0]
+    if not module_exists(module):
+        raise ConfigError(
+            f"WORKER_CLASS={worker_class!r} is not valid: module {module!r} is not installed "
+            f"(expected a worker class such as {DEFAULT_WORKER_CLASS!r})"
+        )
+
+
+def check_hosts(settings: Settings, env: Mapping[str, str]) -> None:
+    """Names that do not resolve fail here, not after the pre-start script and five retries in Gunicorn."""
+    for address in settings.bind.split(","):
+        host = parse_address(address.strip()).get("host")
+        if host is None:
+            continue
+        try:
+            socket.getaddrinfo(host, None)
+        except (OSError, UnicodeError) as error:
+            name = "BIND" if read(env, "BIND") else "HOST"
+            value = read(env, name)
+            raise ConfigError(
+                f"{name}={value!r} is not valid: expected an IP address or a host name that resolves "
+                f"here ({host!r}: {getattr(error, 'strerror', None) or error})"
+            ) from None
+
+
+def server_command(
+    settings: Settings, env: Mapping[str, str], app_module: str, conf: str, reload: bool
+) -> list[str]:
+    if reload:
+        return [sys.executable, "-m", "asgi_launcher", "serve", "--reload"]
+    if settings.process_manager == "uvicorn":
+        return [sys.executable, "-m", "asgi_launcher", "serve"]
+    # tiangolo passed -k unconditionally, which silently overrode a worker_class set in a custom
+    # config. Here WORKER_CLASS wins, a config that sets worker_class is honoured, and any other
+    # config gets the default worker rather than Gunicorn's WSGI default.
+    worker = []
+    if read(env, "WORKER_CLASS") or not config_sets_worker_class(conf):
+        worker = ["-k", settings.worker_class]
+    return ["gunicorn", *worker, "-c", conf, app_module]
+
+
+def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
+    """The shell code start.sh evaluates. ``--after-prestart``: the pre-start script exported something."""
+    after_prestart = "--after-prestart" in args
+    app_root = read(env, "APP_ROOT")
+    settings = Settings.from_env(env, read_limits())
+    app_module = find_app_module(env, app_root)
+    conf = find_config(env, app_root)
+    check_worker_class(settings.worker_class)
+    check_hosts(settings, env)
+
+    lines = [f"export APP_MODULE={shlex.quote(app_module)} GUNICORN_CONF={shlex.quote(conf)}"]
+    lines += [f"unset {name}" for name in UNSET_WHEN_EMPTY if name in env and not env[name].strip()]
+    lines.append(f"json_logs={'1' if settings.log_format == 'json' else ''}")
+
+    def say(message: str) -> None:
+        if settings.log_format == "json":
+            message = json_entry("start.sh", "info", message, pid)
+        lines.append(f"printf '%s\\n' {shlex.quote(message)}")
+
+    if not after_prestart:
+        # PRE_START_PATH stays set for the script, which tiangolo's template prints.
+        path = env.get("PRE_START_PATH", os.path.join(app_root, "prestart.sh"))
+        run = False
+        if not path.strip():
+            say("Pre-start step disabled (PRE_START_PATH is empty)")
+        else:
+            say(f"Checking for script in {path}")
+            run = os.path.isfile(path)
+            say(f"Running script {path}" if run else f"There is no script {path}")
+        lines.append(f"PRE_START_PATH={shlex.quote(path)} run_prestart={'1' if run else ''}")
+
+    if "--prestart-only" in args:
+        command = []
+    else:
+        command = server_command(settings, env, app_module, conf, reload="--reload" in args)
+    lines.append("server=(" + " ".join(shlex.quote(part) for part in command) + ")")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,15 @@
+import os
+
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.get("/")
+def read_root():
+    return {"layout": "package"}
+
+
+@app.get("/whoami")
+def whoami():
+    return {"uid": os.getuid()}
