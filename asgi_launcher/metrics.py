@@ -9,7 +9,6 @@ recycled workers neither lose counts nor make each scrape read more files than t
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import threading
@@ -124,7 +123,3 @@ def archive_dead_worker(directory: str, pid: int) -> None:
             merged.close()
         os.replace(staging, archive)
         os.remove(dead)
-
-
-def file_count(directory: str) -> int:
-    return len(glob.glob(os.path.join(directory, "*.db")))

@@ -192,13 +192,17 @@ class AccessLog(Batched):
         self._pending.clear()
         for handler in self.logger.handlers:
             stream = getattr(handler, "stream", None)
-            if stream is None:  # not a stream (syslog, say): the slow path, line by line
+            if stream is not None:
+                with handler.lock:  # Gunicorn swaps the stream under this lock when USR1 reopens files
+                    stream.write(text)
+                    stream.flush()
+            elif handler.level <= logging.INFO:
+                # Not a stream (syslog, say): a record per line, to this handler alone. (The logger
+                # would hand each record to every handler, the streams just written included.)
                 for line in text.splitlines():
-                    self.logger.info(line)
-                continue
-            with handler.lock:  # Gunicorn swaps the stream under this lock when USR1 reopens files
-                stream.write(text)
-                stream.flush()
+                    handler.handle(
+                        self.logger.makeRecord(self.logger.name, logging.INFO, "", 0, line, None, None)
+                    )
 
 
 class RequestMetrics(Batched):

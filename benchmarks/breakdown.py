@@ -27,6 +27,7 @@ import argparse
 import collections
 import json
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import load
 import servers
+import spawn
 
 SERVERS = ("ours", "tiangolo", "uvicorn")
 WORKERS = 2
@@ -68,7 +70,7 @@ def cpu_profile(name: str, seconds: int, raw: Path) -> dict:
             ["wrk", "-t2", "-c64", f"-d{seconds + 3}s", server.url], stdout=subprocess.PIPE, text=True
         )
         time.sleep(1)
-        py_spy = [str(servers.VENV_BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--subprocesses"]
+        py_spy = [str(spawn.VENV_BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--subprocesses"]
         py_spy += ["--gil", "--rate", "100", "--duration", str(seconds), "--format", "raw"]
         spy = subprocess.run(
             [*py_spy, "--output", str(stacks)],
@@ -117,7 +119,7 @@ def summarize(collapsed: str) -> dict:
 
 
 # label -> (server, argv instead of the server's own or None, variables added to the server's)
-DIRECT = ["gunicorn", "-c", str(servers.REPO / "gunicorn_conf.py"), "app.main:app"]  # what start.sh execs
+DIRECT = ["gunicorn", "-c", str(spawn.REPO / "gunicorn_conf.py"), "app.main:app"]  # what start.sh execs
 START_VARIANTS = {
     "ours": ("ours", None, {}),
     "ours, gunicorn run directly (no start.sh)": ("ours", DIRECT, {}),
@@ -147,7 +149,7 @@ def start_profile(repeats: int, raw: Path) -> dict:
             with variant(label, spec, raw) as server:
                 starts[label].append(server.wait_first_200(60))
     # What start.sh passes to the check: our server's variables plus the module it found.
-    check_env = servers.clean_env({**servers.command("ours", WORKERS, 1)[1], "APP_MODULE": "app.main:app"})
+    check_env = spawn.clean_env({**servers.command("ours", WORKERS, 1)[1], "APP_MODULE": "app.main:app"})
     check = timed([sys.executable, "-m", "asgi_launcher", "check"], check_env, repeats)
     bare = timed([sys.executable, "-c", "pass"], check_env, repeats)
     imports = {
@@ -168,7 +170,7 @@ def timed(argv: list[str], env: dict, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run(argv, env=env, cwd=servers.REPO, check=True, capture_output=True)
+        subprocess.run(argv, env=env, cwd=spawn.REPO, check=True, capture_output=True)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -202,7 +204,7 @@ def memory_profile(raw: Path) -> dict:
         script.flush()
         for module in WORKER_MODULES:
             argv = [sys.executable, script.name, module]
-            output = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=servers.REPO).stdout
+            output = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=spawn.REPO).stdout
             imports[module] = int(output) / 2**20
     return {"processes": trees, "import_rss": imports}
 
@@ -259,14 +261,14 @@ def markdown(results: dict) -> str:
 
 
 def which(program: str) -> bool:
-    return bool(servers.shutil.which(program, path=servers.clean_env({})["PATH"]))
+    return bool(shutil.which(program, path=spawn.clean_env({})["PATH"]))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="py-spy sampling time per server")
     parser.add_argument("--repeats", type=int, default=7, help="starts per server")
-    parser.add_argument("--out", type=Path, default=servers.REPO / "benchmarks" / "results" / "breakdown")
+    parser.add_argument("--out", type=Path, default=spawn.REPO / "benchmarks" / "results" / "breakdown")
     args = parser.parse_args()
     if missing := servers.missing_programs(list(SERVERS)) + [p for p in ("wrk", "py-spy") if not which(p)]:
         print(f"missing programs: {', '.join(missing)}", file=sys.stderr)

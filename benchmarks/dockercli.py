@@ -1,7 +1,8 @@
 """The Docker CLI calls the benchmarks and the test suite share (tests reach it via pytest's pythonpath).
 
-Nothing here imports another local module: both `benchmarks/` and `tests/` are on the test run's path,
-and each has its own `load` module.
+Nothing here imports another local module, and no module name may be in both `benchmarks/` and
+`tests/`: both are on the test run's path, where the first one found would shadow the other
+(tests/test_helpers.py checks it).
 """
 
 from __future__ import annotations

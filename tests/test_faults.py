@@ -2,40 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 import signal
-import socket
 import threading
 import time
 
 import httpx
 import pytest
-from conftest import write
-from load import Load, record
-from proc import wait_for
-
-
-def worker_pids(server) -> set[int]:
-    return {w.pid for w in server.workers()}
-
-
-def get_ignoring_errors(url: str) -> None:
-    """A request expected to die with its worker."""
-    with contextlib.suppress(httpx.HTTPError):
-        httpx.get(url, timeout=70)
-
-
-def fresh_pid(server) -> int | None:
-    try:
-        return httpx.get(server.url + "/pid", timeout=2).json()["pid"]
-    except httpx.HTTPError:
-        return None
+from clients import REPLACED_WITHIN, SLOWLORIS_LATENCY, Load, answering_pid, get_ignoring_errors, record
+from conftest import PROBE_APP, write
+from proc import START, Launched, wait_for
+from rawhttp import BAD_REQUESTS, GOOD_REQUESTS, assert_outcome, normal_latencies_under_slowloris
 
 
 def wait_replaced(server, old: set[int], count: int, timeout: float = 30) -> set[int]:
     def replaced():
-        now = worker_pids(server)
+        now = server.worker_pids()
         return now if len(now) == count and not now & old else None
 
     return wait_for(replaced, timeout, f"{count} workers, none of {sorted(old)}")
@@ -44,7 +26,7 @@ def wait_replaced(server, old: set[int], count: int, timeout: float = 30) -> set
 def test_sighup_reload_under_load_fails_no_request(probe_app, launch):
     server = launch(probe_app, WEB_CONCURRENCY="2")
     server.wait_ready()
-    old = worker_pids(server)
+    old = server.worker_pids()
     with Load(server.url, clients=4) as load:
         load.wait_requests(300)
         server.signal(signal.SIGHUP)
@@ -58,26 +40,30 @@ def test_sighup_reload_under_load_fails_no_request(probe_app, launch):
 
 
 def test_max_requests_recycles_workers_under_load(probe_app, launch):
-    server = launch(probe_app, WEB_CONCURRENCY="2", MAX_REQUESTS="100", MAX_REQUESTS_JITTER="20")
+    """Also the keep-alive drain's test: each recycling closes the idle keep-alive connections of a
+    worker while their clients are sending their next request. Without the drain (Uvicorn's own
+    shutdown) such a run loses a dozen or more requests; with it, none."""
+    server = launch(probe_app, WEB_CONCURRENCY="2", MAX_REQUESTS="25", MAX_REQUESTS_JITTER="5")
     server.wait_ready()
-    with Load(server.url, clients=4) as load:
-        load.wait_requests(1200, timeout=60)
+    clients = 8
+    with Load(server.url, clients=clients) as load:
+        load.wait_requests(1500, timeout=120)
     outcome = load.outcome
     record(
-        "MAX_REQUESTS=100 recycling (process)",
-        load="4 keep-alive clients",
+        "MAX_REQUESTS=25 recycling (process)",
+        load=f"{clients} keep-alive clients",
         requests=outcome.ok,
         failed=outcome.failed,
         workers_seen=len(outcome.pids),
     )
     assert outcome.failed == 0, outcome.errors[:5]
-    assert len(outcome.pids) >= 6  # 1,200 requests at <= 120 per worker: recycled many times
+    assert len(outcome.pids) >= 6  # 1,500 requests at <= 30 per worker: recycled many times
 
 
 def test_killed_worker_is_replaced_quickly(probe_app, launch):
     server = launch(probe_app, WEB_CONCURRENCY="2")
     server.wait_ready()
-    old = worker_pids(server)
+    old = server.worker_pids()
     clients = 8
     with Load(server.url, clients=clients) as load:
         load.wait_requests(300)
@@ -86,7 +72,10 @@ def test_killed_worker_is_replaced_quickly(probe_app, launch):
         killed_at = time.monotonic()
         # The load's keep-alive clients stay where they reconnected: probe with fresh connections.
         wait_for(
-            lambda: fresh_pid(server) not in old, 10, "a request served by the replacement", interval=0.01
+            lambda: answering_pid(server.url) not in old | {None},
+            REPLACED_WITHIN,
+            "a request served by the replacement",
+            interval=0.01,
         )
         replaced_after = time.monotonic() - killed_at
         load.wait_requests(load.outcome.ok + 300)
@@ -98,7 +87,6 @@ def test_killed_worker_is_replaced_quickly(probe_app, launch):
         failed=outcome.failed,
         replacement_serving_after_s=round(replaced_after, 2),
     )
-    assert replaced_after < 2, replaced_after
     # Only what was in flight on the killed worker may fail: at most one request per client.
     assert outcome.failed <= clients, outcome.errors
 
@@ -106,12 +94,12 @@ def test_killed_worker_is_replaced_quickly(probe_app, launch):
 def test_hung_worker_is_replaced_while_the_others_serve(probe_app, launch):
     server = launch(probe_app, WEB_CONCURRENCY="2", TIMEOUT="3")
     server.wait_ready()
-    old = worker_pids(server)
+    old = server.worker_pids()
     hung = threading.Thread(target=get_ignoring_errors, args=(server.url + "/block?seconds=60",), daemon=True)
     hung.start()
     with Load(server.url, clients=2, keepalive=False) as load:
         new = wait_for(
-            lambda: (old - worker_pids(server)) and len(server.workers()) == 2, 20, "the replacement"
+            lambda: (old - server.worker_pids()) and len(server.workers()) == 2, 20, "the replacement"
         )
         load.wait_requests(load.outcome.ok + 50)
     outcome = load.outcome
@@ -124,7 +112,7 @@ def test_hung_worker_is_replaced_while_the_others_serve(probe_app, launch):
     assert new
     # A connection the hung worker accepted just before blocking dies with it: at most one per client.
     assert outcome.failed <= 2, outcome.errors[:5]
-    (victim,) = old - worker_pids(server)
+    (victim,) = old - server.worker_pids()
     assert f"WORKER TIMEOUT (pid:{victim})" in server.output
     assert (
         f"Worker (pid:{victim}) timed out: no heartbeat for 3s (its event loop was blocked or busy); "
@@ -133,6 +121,7 @@ def test_hung_worker_is_replaced_while_the_others_serve(probe_app, launch):
 
 
 SLOW_IMPORT = """\
+import os
 import time
 
 from fastapi import FastAPI
@@ -143,7 +132,7 @@ app = FastAPI()
 
 @app.get("/")
 def root():
-    return {"Hello": "slow"}
+    return {"Hello": "slow", "pid": os.getpid()}
 """
 
 
@@ -152,8 +141,18 @@ def test_import_slower_than_timeout_does_not_respawn(tmp_path, launch, env):
     """tiangolo's users saw model loads longer than TIMEOUT killed and respawned forever."""
     write(tmp_path / "slow" / "main.py", SLOW_IMPORT)
     server = launch(tmp_path / "slow", WEB_CONCURRENCY="2", TIMEOUT="2", **env)
-    assert server.wait_ready(timeout=40).json() == {"Hello": "slow"}
-    time.sleep(3)  # longer than TIMEOUT: a respawn loop would show by now
+    assert server.wait_ready(timeout=40).json()["Hello"] == "slow"
+    # Both workers answering (fresh connections spread over them) means each lived through an import
+    # longer than TIMEOUT. Then the output is made final by stopping: nothing can be written after.
+    pids: set[int] = set()
+
+    def both_answered() -> bool:
+        pids.add(httpx.get(server.url, timeout=10).json()["pid"])
+        return len(pids) == 2
+
+    wait_for(both_answered, 30, "both workers to answer")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(30) == 0
     assert "WORKER TIMEOUT" not in server.output
     assert server.output.count("Booting worker") == 2
 
@@ -170,55 +169,8 @@ def test_boot_timeout_bounds_a_hung_import(tmp_path, launch):
     wait_for(lambda: len(re.findall(r"Booting worker with pid", server.output)) > 1, 10, "another worker")
 
 
-BAD_REQUESTS = {
-    "malformed request line": b"GARBAGE / NOT-HTTP\r\n\r\n",
-    "header over limit_request_field_size": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: "
-    + b"a" * 9000
-    + b"\r\n\r\n",
-    "one huge header line (1 MB)": b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
-    "too many headers": b"GET / HTTP/1.1\r\nHost: x\r\n"
-    + b"".join(b"X-%d: v\r\n" % i for i in range(150))
-    + b"\r\n",
-    "request line over limit": b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-    "Content-Length and Transfer-Encoding": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-    ),
-    "broken chunked body": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n"
-    ),
-    "body longer than announced": (
-        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcdefghijklmn"
-    ),
-    "non-HTTP bytes": bytes(range(256)) * 8,
-}
-
-
-def send_raw(port: int, payload: bytes, timeout: float = 5) -> bytes:
-    """The server's whole answer to ``payload`` (until it closes), or b'' if it reset the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        try:
-            s.sendall(payload)
-            s.shutdown(socket.SHUT_WR)
-            chunks = []
-            while chunk := s.recv(65536):
-                chunks.append(chunk)
-            return b"".join(chunks)
-        except (ConnectionResetError, BrokenPipeError):
-            return b""
-
-
-def assert_refused(answer: bytes) -> None:
-    """A 4xx status for the first response, or a connection closed without an answer."""
-    if answer:
-        status = answer.split(b"\r\n", 1)[0]
-        assert status.startswith(b"HTTP/1.1 4"), answer[:200]
-
-
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
-    from conftest import PROBE_APP
-    from proc import START, Launched
-
     root = tmp_path_factory.mktemp("bad-http")
     write(root / "app" / "__init__.py", "")
     write(root / "app" / "main.py", PROBE_APP)
@@ -230,47 +182,24 @@ def shared_server(tmp_path_factory):
 
 @pytest.mark.parametrize("name", BAD_REQUESTS)
 def test_bad_http_input_is_refused_and_the_next_request_served(shared_server, name):
-    assert_refused(send_raw(shared_server.port, BAD_REQUESTS[name]))
-    assert httpx.get(shared_server.url + "/items/1", timeout=5).json() == {"item_id": 1}
+    assert_outcome(shared_server.port, BAD_REQUESTS[name], name)  # a 400 and the connection closed
+    assert_outcome(shared_server.port, GOOD_REQUESTS["valid GET"], "the next request")
 
 
-def normal_latencies_under_slowloris(port: int, url: str, connections: int = 200, seconds: float = 6):
-    """Latencies of a normal client while ``connections`` send their headers a byte every 0.1 s."""
-    slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(connections)]
-    stop = threading.Event()
-
-    def trickle():
-        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"z" * 1000
-        for i in range(len(head)):
-            if stop.wait(0.1):
-                return
-            for s in slow:
-                with contextlib.suppress(OSError):  # the server may close a slow connection
-                    s.send(head[i : i + 1])
-
-    trickler = threading.Thread(target=trickle, daemon=True)
-    trickler.start()
-    latencies = []
-    try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            started = time.monotonic()
-            assert httpx.get(url + "/", timeout=5).status_code == 200
-            latencies.append(time.monotonic() - started)
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        trickler.join(5)
-        for s in slow:
-            s.close()
-    return latencies
+@pytest.mark.parametrize("name", GOOD_REQUESTS)
+def test_valid_http_sent_the_same_way_is_served(shared_server, name):
+    """The positive controls of the test above, through the same reader: valid requests, some just
+    inside each limit, are answered and their connection kept open."""
+    assert_outcome(shared_server.port, GOOD_REQUESTS[name], name)
 
 
 def test_slow_clients_do_not_starve_a_normal_one(shared_server):
-    latencies = normal_latencies_under_slowloris(shared_server.port, shared_server.url)
+    latencies = normal_latencies_under_slowloris(
+        shared_server.port, lambda: httpx.get(shared_server.url + "/", timeout=5).status_code
+    )
     record(
         "200 slowloris connections (process)",
         normal_requests=len(latencies),
         worst_latency_ms=round(max(latencies) * 1000, 1),
     )
-    assert max(latencies) < 1.0, latencies
+    assert max(latencies) < SLOWLORIS_LATENCY, latencies

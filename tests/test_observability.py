@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,8 +10,10 @@ import signal
 import socket
 import threading
 
+import gunicorn
 import httpx
 import pytest
+from clients import port_answer
 from proc import startup_json, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -81,6 +84,33 @@ def test_counters_sum_exactly_over_workers_and_use_route_templates(probe_app, la
     assert len(pids) >= 2, pids
 
 
+def test_non_standard_methods_share_one_label(probe_app, launch):
+    """A scan with WebDAV and other methods (which the HTTP parser accepts) adds one series, not one
+    per method; unmatched paths likewise share one route label (also checked above)."""
+    server = launch(probe_app, WEB_CONCURRENCY="1")
+    server.wait_ready()
+    methods = ["PROPFIND", "PURGE", "MKCOL", "LOCK", "REPORT", "SEARCH"]
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for method in methods:
+            assert client.request(method, "/items/1").status_code == 405
+            assert client.request(method, f"/scan-{method}").status_code == 404
+        assert client.get("/items/1").status_code == 200  # the positive control: a standard method
+
+    def counted():  # by status, which the labels under test do not change
+        samples = scrape(server)
+        refused = total(samples, "http_requests_total", status="405") + total(
+            samples, "http_requests_total", status="404"
+        )
+        served = total(samples, "http_requests_total", route="/items/{item_id}", status="200")
+        return samples if (refused, served) == (2 * len(methods), 1) else None
+
+    samples = wait_for(counted, 10, "the requests counted")
+    labels = {dict(labels)["method"] for (name, labels) in samples if name == "http_requests_total"}
+    assert labels == {"GET", "OTHER"}
+    assert total(samples, "http_requests_total", method="OTHER", route="/items/{item_id}", status="405") == 6
+    assert total(samples, "http_requests_total", method="OTHER", route="<unmatched>", status="404") == 6
+
+
 def test_master_metrics_and_no_count_lost_when_a_worker_dies(probe_app, launch):
     server = launch(probe_app, WEB_CONCURRENCY="2")
     server.wait_ready()
@@ -94,6 +124,9 @@ def test_master_metrics_and_no_count_lost_when_a_worker_dies(probe_app, launch):
     assert total(samples, "gunicorn_workers") == 2
     assert total(samples, "gunicorn_worker_starts_total") == 2
     directory = metrics_dir(server)
+    live = sorted(os.listdir(directory))
+    for worker in workers:  # the positive control of the check on dead workers' files below
+        assert [f for f in live if f.endswith(f"_{worker.pid}.db")], (worker.pid, live)
     kills = 4
     for _ in range(kills):  # recycle workers: their files must not pile up
         victim = server.workers()[0]
@@ -157,12 +190,13 @@ def test_in_flight_requests(probe_app, launch):
     wait_for(lambda: total(scrape(server), "http_requests_in_progress", method="GET") == 0, 5, "0 in flight")
 
 
-def test_metrics_off_closes_the_port(package_app, launch):
-    server = launch(package_app, METRICS="off")
-    server.wait_ready()
-    assert startup_json(server.output)["metrics_port"] is None
-    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
-        s.connect(("127.0.0.1", server.metrics_port))
+@pytest.mark.parametrize(("metrics", "answer"), [("on", "200"), ("off", "refused")])
+def test_metrics_off_closes_the_port(package_app, launch, metrics, answer):
+    server = launch(package_app, METRICS=metrics)
+    server.wait_ready()  # the master opens the metrics port before it starts any worker
+    expected_port = server.metrics_port if metrics == "on" else None
+    assert startup_json(server.output)["metrics_port"] == expected_port
+    assert port_answer(server.metrics_port, "/metrics") == answer
 
 
 def test_metrics_directory_is_emptied_at_start(package_app, launch, tmp_path):
@@ -197,7 +231,7 @@ def test_every_line_of_a_json_run_parses(probe_app, launch):
         assert entry.keys() >= LOG_KEYS, entry
     messages = [e["message"] for e in others]
     assert any(m.startswith("Checking for script in") for m in messages)
-    assert any(m == "Starting gunicorn 27.0.1" for m in messages)
+    assert f"Starting gunicorn {gunicorn.__version__}" in messages  # the same environment as the server
     assert messages[-1] == "Shutting down: Master"
     (access,) = [e for e in others if e["logger"] == "access" and e["method"] == "POST"]
     assert access["path"] == "/echo?k=v"
@@ -211,17 +245,29 @@ def test_every_line_of_a_json_run_parses(probe_app, launch):
     assert access["pid"] in {e["pid"] for e in others if e["logger"] == "uvicorn.error"}
 
 
-def test_json_run_respects_access_and_error_log_switches(package_app, launch):
-    server = launch(package_app, LOG_FORMAT="json", ACCESS_LOG="", LOG_LEVEL="warning")
+def json_run_entries(launch, app, **env) -> list[dict]:
+    """Every entry of a JSON-logging run that served GET /items/1 and then stopped. The stop makes the
+    output final (each worker writes what it holds as it exits): an absent entry is absent for good."""
+    server = launch(app, LOG_FORMAT="json", **env)
     server.wait_ready()
-    server.get("/items/1")
+    assert server.get("/items/1").status_code == 200
     server.signal(signal.SIGTERM)
-    server.wait_exit()
-    entries = [json.loads(line) for line in server.output.splitlines()]
-    assert not [e for e in entries if e.get("logger") == "access"]
-    assert not [
+    assert server.wait_exit() == 0
+    return [json.loads(line) for line in server.output.splitlines()]
+
+
+@pytest.mark.parametrize(
+    ("env", "logged"),
+    [({}, True), ({"ACCESS_LOG": "", "LOG_LEVEL": "warning"}, False)],
+    ids=["defaults", "switched-off"],
+)
+def test_json_run_respects_access_and_error_log_switches(package_app, launch, env, logged):
+    entries = json_run_entries(launch, package_app, **env)
+    access = [e for e in entries if e.get("logger") == "access" and e["path"] == "/items/1"]
+    info = [
         e for e in entries if e.get("logger", "").startswith(("gunicorn", "uvicorn")) and e["level"] == "info"
     ]
+    assert (len(access), bool(info)) == ((1, True) if logged else (0, False))
 
 
 def test_json_errors_are_json_too(package_app, launch):
@@ -259,6 +305,31 @@ def test_default_access_line_is_uvicorns(package_app, launch):
         5,
         "the access line",
     )
+
+
+def test_access_lines_reach_stdout_and_syslog_once_each(probe_app, launch):
+    """With Gunicorn's --log-syslog, each access line goes to stdout once and to syslog once (it went
+    to stdout twice: the syslog path logged through every handler again)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as syslog:
+        syslog.bind(("127.0.0.1", 0))
+        address = f"udp://127.0.0.1:{syslog.getsockname()[1]}"
+        server = launch(probe_app, GUNICORN_CMD_ARGS=f"--log-syslog --log-syslog-to {address}")
+        server.wait_ready()
+        paths = [f"/items/{i}?syslog=yes" for i in range(3)]
+        for path in paths:
+            assert server.get(path).status_code == 200
+        server.signal(signal.SIGTERM)
+        assert server.wait_exit() == 0  # every line written: nothing more can come
+        syslog.setblocking(False)
+        received = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                received.append(syslog.recv(65536).decode(errors="replace"))
+    for path in paths:
+        line = f'"GET {path} HTTP/1.1" 200'
+        assert server.output.count(line) == 1, server.output
+        assert [r for r in received if line in r and ".access: " in r], received
+        assert len([r for r in received if line in r]) == 1, received
 
 
 # ---- proxies --------------------------------------------------------------------------------------

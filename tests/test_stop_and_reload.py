@@ -66,12 +66,15 @@ def test_reload_server_follows_source_changes(single_file_app, launch):
     wait_for(reloaded, 20, "the edited app to be served")
 
 
-def test_reload_server_honours_the_access_log_switch(single_file_app, launch):
-    server = launch(single_file_app, script=START_RELOAD, ACCESS_LOG="", LOG_LEVEL="WARNING")
+@pytest.mark.parametrize(
+    ("env", "logged"), [({}, True), ({"ACCESS_LOG": "", "LOG_LEVEL": "WARNING"}, False)], ids=["on", "off"]
+)
+def test_reload_server_honours_the_access_log_switch(single_file_app, launch, env, logged):
+    server = launch(single_file_app, script=START_RELOAD, **env)
     server.wait_ready()
-    server.get("/items/3")
-    time.sleep(0.3)
-    assert "GET /items/3" not in server.output
+    assert server.get("/items/3").status_code == 200
+    stop_time(server, signal.SIGTERM, timeout=10)  # once it has exited, its output is final
+    assert ('"GET /items/3 HTTP/1.1" 200' in server.output) is logged, server.output
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
