@@ -126,9 +126,13 @@ def get_ignoring_errors(url: str, timeout: float = 70) -> None:
         httpx.get(url, timeout=timeout)
 
 
+# One test run: scripts/reliability_table.py shows the figures of the latest run only.
+RUN = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+
+
 def record(name: str, **figures) -> None:
-    """Keep a measured figure for the README's reliability table (build/reliability.json)."""
+    """Keep a measured figure for docs/reliability.md's table (build/reliability.json)."""
     FIGURES.parent.mkdir(exist_ok=True)
     data = json.loads(FIGURES.read_text()) if FIGURES.exists() else {}
-    data[name] = figures
+    data[name] = {**figures, "run": RUN}
     FIGURES.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -222,3 +223,14 @@ def compose(project: str, *args: str, env: dict, timeout: float = 600) -> subpro
     if result.returncode != 0:
         raise AssertionError(f"docker compose {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def free_subnet() -> tuple[str, str]:
+    """A /24 no Docker network uses (runs side by side must not share one), and its .10 address."""
+    used = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                  *docker("network", "ls", "-q").stdout.split()).stdout.split()  # fmt: skip
+    for third in random.sample(range(1, 255), 254):
+        subnet = f"172.31.{third}.0/24"
+        if subnet not in used:
+            return subnet, f"172.31.{third}.10"
+    raise AssertionError("no free 172.31.x.0/24 subnet")

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 from clients import Load, record
-from dockerutil import COMPOSE, Container, python_image, remove_image, unique
+from dockerutil import COMPOSE, Container, free_subnet, python_image, remove_image, unique
 from dockerutil import compose as run_compose
 from proc import REPO, free_port
 
@@ -22,6 +22,7 @@ def lb(engine):
     name = unique("lb")
     https, http = free_port(), free_port()
     base = python_image()
+    subnet, proxy_ip = free_subnet()
     env = {
         **os.environ,
         "PYTHON_IMAGE": base,
@@ -34,8 +35,8 @@ def lb(engine):
         "LOG_FORMAT": "json",
         "DOCKER_BUILDKIT": "1",
         # Its own subnet, so that parallel runs and the default do not collide.
-        "LB_SUBNET": "172.31.250.0/24",
-        "PROXY_IP": "172.31.250.10",
+        "LB_SUBNET": subnet,
+        "PROXY_IP": proxy_ip,
     }
 
     def compose(*args):
