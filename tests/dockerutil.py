@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import random
@@ -226,11 +227,12 @@ def compose(project: str, *args: str, env: dict, timeout: float = 600) -> subpro
 
 
 def free_subnet() -> tuple[str, str]:
-    """A /24 no Docker network uses (runs side by side must not share one), and its .10 address."""
-    used = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
-                  *docker("network", "ls", "-q").stdout.split()).stdout.split()  # fmt: skip
+    """A /24 that overlaps no Docker network (runs side by side must not share one), and its .10."""
+    listed = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}",
+                    *docker("network", "ls", "-q").stdout.split()).stdout.split()  # fmt: skip
+    used = [ipaddress.ip_network(subnet) for subnet in listed]
     for third in random.sample(range(1, 255), 254):
-        subnet = f"172.31.{third}.0/24"
-        if subnet not in used:
-            return subnet, f"172.31.{third}.10"
-    raise AssertionError("no free 172.31.x.0/24 subnet")
+        subnet = ipaddress.ip_network(f"10.199.{third}.0/24")
+        if not any(subnet.overlaps(other) for other in used if other.version == 4):
+            return str(subnet), str(subnet[10])
+    raise AssertionError("no free 10.199.x.0/24 subnet")
