@@ -23,9 +23,10 @@ idle keep-alive connections at once, so a request the client was sending at that
 Here such a connection gets ``drain_grace`` seconds: a request arriving meanwhile is served with
 ``Connection: close``, and the client reconnects to a live worker.
 
-MAX_REQUESTS: Uvicorn checks the count every 0.1 s and keeps kept-alive connections open meanwhile, so
-a busy worker served far past its limit. From the limit on, every response here closes its connection:
-each connection carries at most one request past the limit.
+MAX_REQUESTS: Uvicorn checks the count every 0.1 s, and meanwhile accepted connections and kept them
+alive, so a busy worker served far past its limit. Here, when the requests served and in flight reach
+the limit, the worker stops accepting connections at once and every response closes its connection:
+past the limit, each connection it still holds carries at most one request.
 
 Stops: requests still running when GRACEFUL_TIMEOUT runs out, or at a quick stop, have their
 connections closed (the client sees the connection end, never an invented 500 for work that may have
@@ -138,6 +139,8 @@ class _Process:
     server_state = None  # Uvicorn's ServerState: its connections and request tasks
     stopping = None  # the ServerState whose graceful stop has begun
     head_timeouts = None  # a prometheus_client counter, when metrics are on
+    request_limit: int | None = None  # the server's MAX_REQUESTS with its jitter, when the worker knows it
+    stop_accepting = None  # closes the server's listening sockets, when the worker can
     quiet = False  # request tasks cancelled at a stop are not logged one traceback each
 
 
@@ -338,9 +341,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def _past_request_limit(self) -> bool:
-        # Uvicorn stops at its next check (every 0.1 s); until then, no connection is kept for more.
-        limit = self.config.limit_max_requests
-        return limit is not None and self.server_state.total_requests + len(self.tasks) >= limit
+        limit = PROCESS.request_limit or self.config.limit_max_requests
+        if limit is None or self.server_state.total_requests + len(self.tasks) < limit:
+            return False
+        # Uvicorn stops at its next check (every 0.1 s); until then no new connection is accepted, and
+        # no open one is kept for another request.
+        if PROCESS.stop_accepting is not None:
+            PROCESS.stop_accepting()
+            PROCESS.stop_accepting = None
+        return True
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -30,6 +30,7 @@ fall back to another worker class rather than fail on import.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
@@ -48,6 +49,21 @@ except ImportError as error:  # an image that pins Uvicorn without uvicorn-worke
     from gunicorn.workers.base import Worker as _StockWorker
 
     UNAVAILABLE = f"uvicorn-worker cannot be imported ({error})"
+
+
+def calling_server():
+    """The Uvicorn server whose tick is calling us (the heartbeat comes from ``Server.on_tick``), or None.
+
+    uvicorn-worker keeps its server in a local variable; the call stack is the one place to find it
+    without relying on a private name."""
+    from uvicorn.server import Server
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), Server):
+            return frame.f_locals["self"]
+        frame = frame.f_back
+    return None
 
 
 class UvicornWorker(_StockWorker):
@@ -96,11 +112,26 @@ class UvicornWorker(_StockWorker):
 
     def notify(self) -> None:
         """The heartbeat, which Uvicorn's server sends once started (Gunicorn's documented contract).
-        The first one ends the boot: the watchdog stands down and the quick stop is armed."""
+        The first one ends the boot: the watchdog stands down, the quick stop is armed, and MAX_REQUESTS
+        learns how to stop accepting connections."""
         super().notify()
         if not self._booted:
             self._booted = True
             self._arm_quick_stop()
+            self._arm_request_limit(calling_server())
+
+    @staticmethod
+    def _arm_request_limit(server) -> None:
+        limit = getattr(server, "limit_max_requests", None)  # with Uvicorn's own jitter, as it checks it
+        if not limit:
+            return
+
+        def stop_accepting() -> None:
+            for listener in getattr(server, "servers", ()):  # asyncio.Server objects: close() is public
+                listener.close()
+
+        protocol.PROCESS.request_limit = limit
+        protocol.PROCESS.stop_accepting = stop_accepting
 
     def _arm_quick_stop(self) -> None:
         try:

@@ -132,7 +132,8 @@ def test_slow_heads_are_closed_and_normal_clients_keep_their_latency(probe_app, 
         assert timeouts == 0
         return
     assert still_open == 0
-    assert 4.5 < closed_at[0] and all_closed_by < 9, (closed_at[0], all_closed_by)  # 5 s, not before
+    assert closed_at[0] > 4.5, closed_at[0]  # HEADER_TIMEOUT=5, not before
+    assert all_closed_by < 9, all_closed_by
     assert timeouts == slow  # each counted once, summed over both workers
     assert worst < 2.0, latencies  # generous: a busy machine
     assert worst_after < 0.5, latencies
@@ -210,9 +211,9 @@ def test_max_requests_overshoot_is_bounded(probe_app, launch):
     assert failed == []
     assert len(retired) >= 5, counts
     assert set(logged) == {limit}
-    # The bound: one request per connection past the limit; the worker holds at most one connection
-    # per client, and accepts a few new ones until Uvicorn's next check (every 0.1 s).
-    assert max(retired.values()) <= limit + 2 * clients, retired
+    # The bound: at the limit the worker stops accepting, and each connection it holds (one per client
+    # at most) carries at most one more request.
+    assert max(retired.values()) <= limit + clients, retired
 
 
 # ---- GRACEFUL_TIMEOUT and quick stops ---------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_requests_cut_by_graceful_timeout_are_closed_and_logged(probe_app, launc
     for t in threads:
         t.join(10)
     record("3 requests longer than GRACEFUL_TIMEOUT=3 (process)", outcomes=sorted(map(str, outcomes)))
-    assert sorted(map(str, outcomes)) == ["200", "RemoteProtocolError", "RemoteProtocolError", "RemoteProtocolError"]
+    assert sorted(map(str, outcomes)) == ["200"] + ["RemoteProtocolError"] * 3
     assert 2 < took < 6, took  # waited for them, then stopped before the 8 s they wanted
     assert (
         f"Worker (pid:{worker.pid}) stopping: GRACEFUL_TIMEOUT=3s ran out: closing 3 connection(s) with a "

@@ -12,6 +12,7 @@ import logging
 import socket
 import threading
 import time
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -89,7 +90,7 @@ class FakeTask:
 class FakeLoop:
     """Tasks and timers wait until the test runs them: ``run_task`` and ``advance``."""
 
-    made: list[FakeLoop] = []
+    made: ClassVar[list[FakeLoop]] = []
 
     def __init__(self):
         self.tasks: list[FakeTask] = []
