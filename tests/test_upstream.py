@@ -5,7 +5,6 @@ own test suites, downloaded at test time for the pinned versions, pass against o
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess
@@ -149,12 +148,37 @@ def test_gunicorn_and_uvicorn_worker_still_have_what_we_use(tmp_path):
         worker.tmp.close()
 
 
-def test_uvicorn_server_still_calls_back_after_startup():
-    """Our worker's boot ends at the first heartbeat, which Uvicorn's server sends from its tick."""
+def test_the_worker_finds_uvicorns_server_from_its_heartbeat():
+    """Our worker's boot ends at the first heartbeat, which Uvicorn's server sends from its tick; from
+    that call the worker finds the server, and uses its listeners and its request limit."""
+    import threading
+
+    from proc import free_port, wait_for
+    from test_protocol import plain
+    from uvicorn.config import Config
     from uvicorn.server import Server
 
-    source = inspect.getsource(Server)
-    assert "callback_notify" in source, "uvicorn's Server no longer calls config.callback_notify"
+    found = {}
+
+    async def heartbeat():
+        found["server"] = workers.calling_server()
+        server.should_exit = True
+
+    server = Server(
+        Config(
+            plain(), port=free_port(), lifespan="off", log_config=None, callback_notify=heartbeat,
+            limit_max_requests=7,
+        )
+    )  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: "server" in found, 10, "uvicorn's server to send its first heartbeat")
+    thread.join(10)
+    assert found["server"] is server, "the worker no longer finds uvicorn's Server from its heartbeat"
+    assert server.limit_max_requests == 7, "uvicorn's Server.limit_max_requests is gone"
+    assert all(callable(getattr(s, "close", None)) for s in server.servers), (
+        "uvicorn's Server.servers is gone"
+    )
 
 
 # ---- canaries: prometheus_client's private names (asgi_launcher/observe.py, metrics.py) ---------------
