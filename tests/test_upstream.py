@@ -13,6 +13,7 @@ import tarfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from proc import REPO
 
 from asgi_launcher import protocol, workers
@@ -179,6 +180,24 @@ def test_the_worker_finds_uvicorns_server_from_its_heartbeat():
     assert all(callable(getattr(s, "close", None)) for s in server.servers), (
         "uvicorn's Server.servers is gone"
     )
+
+
+@pytest.mark.parametrize("blocked", ["uvicorn_worker", "httptools"])
+def test_our_modules_import_without_an_optional_upstream(blocked):
+    """A derived image may pin versions without uvicorn-worker or httptools: importing our modules must
+    not fail, so that the launcher can choose another worker class."""
+    script = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from asgi_launcher import protocol, workers\n"
+        "print(workers.UNAVAILABLE, protocol.has_httptools())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    unavailable, httptools = done.stdout.split(" ", 1)[0], done.stdout.split()[-1]
+    if blocked == "uvicorn_worker":
+        assert done.stdout.startswith("uvicorn-worker cannot be imported")
+    else:
+        assert (unavailable, httptools) == ("None", "False")
 
 
 # ---- canaries: prometheus_client's private names (asgi_launcher/observe.py, metrics.py) ---------------
