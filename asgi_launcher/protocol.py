@@ -222,7 +222,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     limit_request_field_size = 8190
     header_timeout: int | None = None  # None: HEADER_TIMEOUT from the environment, read once
     drain_grace = 0.3  # long enough for a busy client's next request, short enough for a quick stop
+    linger = 2.0  # seconds a refused request's remaining bytes are read and dropped
     _draining = False
+    _lingering = False
     _upgraded = False
     _head_timer: asyncio.TimerHandle | None = None
 
@@ -255,6 +257,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # the rest of a refused request: read and dropped
         if not self._in_head:
             super().data_received(data)
             return
@@ -268,7 +272,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._in_head and self._head_bytes == budget:  # still in the same head: too large
                 if not self.transport.is_closing():
                     self.logger.warning("Request head larger than %d bytes: refused", budget)
-                    self.send_400_response("Request header fields too large.")
+                    self._refuse_and_linger(
+                        b"HTTP/1.1 400 Bad Request\r\n", "Request header fields too large."
+                    )
                 return
             if self.transport.is_closing() or self._upgraded:
                 return
@@ -286,7 +292,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _head_timed_out(self) -> None:
         self._head_timer = None
         # A response under way (pipelining) is not cut: Uvicorn's keep-alive timeout follows it.
-        if not self._in_head or self.transport.is_closing() or not self._idle():
+        if not self._in_head or self._lingering or self.transport.is_closing() or not self._idle():
             return
         if PROCESS.head_timeouts is not None:
             PROCESS.head_timeouts.inc()
@@ -297,6 +303,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()  # nothing came at all: as an idle keep-alive connection
 
     def _send_and_close(self, status_line: bytes, message: str) -> None:
+        self._send(status_line, message)
+        self.transport.close()
+
+    def _send(self, status_line: bytes, message: str) -> None:
         content = [status_line]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
@@ -307,7 +317,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         )
         content.append(body)
         self.transport.write(b"".join(content))
-        self.transport.close()
+
+    def _refuse_and_linger(self, status_line: bytes, message: str) -> None:
+        """Answer, then keep reading (and dropping) what the client is still sending, until it stops or
+        ``linger`` seconds pass. Closing with unread data would send a reset, which can reach the client
+        before it has read the answer."""
+        self._cancel_head_timer()
+        self._send(status_line, message)
+        can_write_eof = getattr(self.transport, "can_write_eof", None)
+        if can_write_eof is None or not can_write_eof():
+            self.transport.close()
+            return
+        self._lingering = True
+        self.transport.write_eof()  # the answer, then FIN; eof_received closes once the client is done
+        self.loop.call_later(self.linger, self._stop_lingering)
+
+    def _stop_lingering(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:

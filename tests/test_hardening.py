@@ -158,6 +158,28 @@ def test_a_7_kb_post_under_tight_head_limits(probe_app, launch):
     assert refused.status_code == 400
 
 
+def test_a_refused_huge_head_is_answered_not_reset(probe_app, launch):
+    """The server stops reading a head over the limits while the client is still sending it: closing
+    then would reset the connection, and the reset can beat the 400 to the client. It answers, then
+    reads and drops the rest (linger) until the client is done."""
+    server = launch(probe_app, WEB_CONCURRENCY="1")
+    server.wait_ready()
+    payload = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n"
+    answers = []
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+            try:
+                s.sendall(payload)
+                s.shutdown(socket.SHUT_WR)
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            except OSError as error:  # ECONNRESET, EPIPE, ENOTCONN: reset before the answer was read
+                answer = repr(error).encode()
+        answers.append(answer.split(b"\r\n", 1)[0])
+    assert answers == [b"HTTP/1.1 400 Bad Request"] * 20, collections.Counter(answers)
+
+
 # ---- MAX_REQUESTS overshoot --------------------------------------------------------------------------------
 
 

@@ -358,6 +358,30 @@ def test_a_head_over_the_limits_is_refused(reads):
     assert loop.tasks == []  # never reached the app
 
 
+def test_a_refused_head_is_answered_then_the_rest_read_and_dropped():
+    class HalfClosable(FakeTransport):
+        eof_written = False
+
+        def can_write_eof(self) -> bool:
+            return True
+
+        def write_eof(self) -> None:
+            self.eof_written = True
+
+    small = with_limits(4094, 10, 200)
+    proto, _, loop = connect(plain(), small)
+    transport = HalfClosable()
+    proto.connection_made(transport)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 7000)
+    assert transport.data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert transport.eof_written
+    assert not transport.closed  # still reading: closing with unread data would reset the connection
+    proto.data_received(b"v" * 100_000)
+    assert transport.data.count(b"HTTP/1.1") == 1
+    loop.advance(proto.linger)
+    assert transport.closed
+
+
 def test_a_head_just_under_the_budget_split_across_reads_is_served():
     small = with_limits(4094, 10, 200)
     head = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 190) for i in range(9)) + b"\r\n"
