@@ -9,6 +9,7 @@ from proc import REPO, START, Launched
 
 SEED_APP = (REPO / "app" / "main.py").read_text()
 PROBE_APP = (REPO / "tests" / "apps" / "probe.py").read_text()
+OPS_APP = (REPO / "tests" / "apps" / "ops.py").read_text()
 
 
 def write(path: Path, text: str, mode: int | None = None) -> Path:
