@@ -131,3 +131,9 @@ def run_container(engine):
     yield _run
     for container in started:
         container.remove()
+
+
+@pytest.fixture(scope="session")
+def ops_image(derive):
+    """The base image with tests/apps/ops.py as its app (statuses, slow and blocking requests, a leak)."""
+    return derive({"app/app/__init__.py": "", "app/app/main.py": OPS_APP})

@@ -40,6 +40,14 @@ async def block(seconds: float = 1.0):
     return {"blocked": seconds}
 
 
+@app.get("/spin")
+def spin(ms: float = 20.0):
+    deadline = time.perf_counter() + ms / 1000
+    while time.perf_counter() < deadline:  # CPU, not waiting: what a CPU quota throttles
+        pass
+    return {"spun_ms": ms}
+
+
 @app.get("/leak")
 async def leak(kib: int = 256, pause: float = 0.01):
     chunk = bytearray(kib << 10)
