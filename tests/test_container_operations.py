@@ -7,8 +7,8 @@ import httpx
 import psutil
 from dockerutil import HARDENED, docker
 from load import Load, record
-from prometheus_client.parser import text_string_to_metric_families
 from proc import wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 MiB = 1 << 20
 CGROUP = "/sys/fs/cgroup"  # cgroup v1 on these hosts (v2: the unit tests' fake trees)
