@@ -239,6 +239,24 @@ def test_a_limit_below_a_booted_worker_is_refused_not_looped(ops_app, launch):
     assert server.get("/").status_code == 200
 
 
+def test_with_preload_the_shared_pages_are_not_counted_in_full(ops_app, launch):
+    """Why PSS: 80 MiB imported once in the master and shared by both workers is in each worker's RSS,
+    which would pass an 80 MiB limit at boot; their PSS splits it three ways and stays below."""
+    server = launch(
+        ops_app, WEB_CONCURRENCY="2", PRELOAD_APP="true", MAX_WORKER_MEMORY="80M", OPS_BALLAST_MIB="80"
+    )
+    server.wait_ready()
+    workers = server.wait_workers(2)
+    assert all(w.memory_info().rss > 80 * MiB for w in workers)  # an RSS limit would refuse or loop
+    time.sleep(3)  # the guard's checks
+    samples = scrape(server)
+    assert "MAX_WORKER_MEMORY" not in server.output.replace('"max_worker_memory"', "")
+    assert total(samples, "gunicorn_worker_starts_total") == 2
+    pss = by_worker(samples, "asgi_worker_proportional_memory_bytes")
+    assert sorted(pss) == ["0", "1"]
+    assert max(pss.values()) < 80 * MiB, pss
+
+
 def test_a_limit_above_the_booted_worker_is_accepted(ops_app, launch):
     """The refusal's positive control: the same ballast, a limit above it."""
     server = launch(ops_app, WEB_CONCURRENCY="1", MAX_WORKER_MEMORY="200M", OPS_BALLAST_MIB="80")
