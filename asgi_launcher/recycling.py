@@ -163,10 +163,14 @@ class MemoryGuard(threading.Thread):
             return  # one at a time: the last one is still finishing its requests
         if len(workers) < self.server.num_workers:
             return  # the master has not replaced it yet
+        if not workers.keys() <= self.lifecycle.booted.keys():
+            # A worker still importing the app or running its startup: it may be big for a while,
+            # and, if it replaces one, the others wait until it serves (capacity drops by one at most).
+            return
         for pid, worker in sorted(workers.items(), key=lambda item: getattr(item[1], "slot", 0)):
             boot = self.lifecycle.booted.get(pid)
             if boot is None:
-                continue  # still importing the app or running its startup: it may be big for a while
+                continue  # it exited meanwhile
             if boot > self.limit:
                 self.refuse(worker, pid, boot)
                 return
