@@ -23,6 +23,10 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        access = getattr(record, "access_fields", None)
+        if access:  # an access record (LOGGING_CONF): the same entry as the batched JSON access log
+            entry["logger"] = "access"
+            entry.update(access)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

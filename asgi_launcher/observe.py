@@ -217,22 +217,24 @@ class AccessLog(Batched):
 class RecordAccessLog(AccessLog):
     """The access log through ``logging`` itself, one record per request, for LOGGING_CONF: the
     user's handlers, formatters and filters all apply (the batched writer bypasses them). The
-    message is the line ``LOG_FORMAT``/``ACCESS_LOG_FORMAT`` make; the record also carries the
-    request's fields as attributes (``record.status``, ``record.route`` ...) for filters and formats."""
+    message is the text line (Uvicorn's, or ``ACCESS_LOG_FORMAT``'s); the record also carries the
+    request's fields as attributes (``record.status``, ``record.route`` ...) for filters and formats,
+    and all of them as ``record.access_fields``, which ``LOG_FORMAT=json``'s formatter writes out."""
 
     def __init__(self, logger: logging.Logger, render: Callable[[Exchange], str]):
-        super().__init__(logger, render)
+        super().__init__(logger, uvicorn_line if render is json_line else render)
         self._records: list[tuple[str, dict]] = []
 
     def record(self, exchange: Exchange) -> None:
-        self._records.append((self.render(exchange), access_fields(exchange)))
+        fields = access_fields(exchange)
+        self._records.append((self.render(exchange), {**fields, "access_fields": fields}))
         self._schedule()
 
     def flush(self) -> None:
         self._scheduled = False
         records, self._records = self._records, []
-        for line, fields in records:
-            self.logger.info("%s", line, extra=fields)
+        for line, extra in records:
+            self.logger.info("%s", line, extra=extra)
 
 
 def is_probe(scope: dict) -> bool:

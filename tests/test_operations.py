@@ -351,7 +351,10 @@ def test_logging_conf_file_handler_and_filter_composed_with_json_logs(ops_app, l
     )
     paths = [line for line in lines if "/items/" in line or "/status/" in line]
     assert len(paths) == 2, lines
-    assert all(line.startswith("ACCESS 200 /items/{item_id} {") for line in paths), paths  # JSON message
+    for line in paths:  # the file's format, the request's fields, the text line as the message
+        assert re.fullmatch(
+            r'ACCESS 200 /items/\{item_id\} 127\.0\.0\.1:\d+ - "GET /items/\d HTTP/1\.1" 200', line
+        )
     assert not [line for line in lines if "404" in line]  # the filter ran
     # The file took the access log over; the error log stayed with LOG_FORMAT: JSON on the console.
     console = [json.loads(line) for line in server.output.splitlines() if line.startswith("{")]
@@ -359,7 +362,7 @@ def test_logging_conf_file_handler_and_filter_composed_with_json_logs(ops_app, l
     assert any(e.get("message", "").startswith("Application startup complete") for e in console)
 
 
-def test_logging_conf_python_module(ops_app, launch, tmp_path):
+def test_logging_conf_python_module_leaves_the_json_access_log_as_it_was(ops_app, launch, tmp_path):
     log_file = tmp_path / "errors.log"
     config = {
         "version": 1,
@@ -367,10 +370,22 @@ def test_logging_conf_python_module(ops_app, launch, tmp_path):
         "loggers": {"gunicorn.error": {"handlers": ["file"], "level": "INFO", "propagate": False}},
     }
     write(ops_app / "app" / "logconf.py", f"LOGGING_CONFIG = {config!r}\n")
-    server = launch(ops_app, LOGGING_CONF="app.logconf")
+    server = launch(ops_app, LOGGING_CONF="app.logconf", LOG_FORMAT="json")
     server.wait_ready()
     wait_for(lambda: log_file.exists() and "Booting worker" in log_file.read_text(), 10, "the error log")
     assert "Booting worker" not in server.output  # moved, not copied
+    httpx.get(server.url + "/items/9?q=1", headers={"User-Agent": "probe/1"})
+    entry = wait_for(
+        lambda: next(
+            (e for e in map(json.loads, server.output.splitlines()) if e.get("path") == "/items/9?q=1"), None
+        ),
+        5,
+        "the access entry",
+    )
+    # Through logging now, and still the JSON access entry of LOG_FORMAT=json, not one nested in another.
+    assert entry["logger"] == "access"
+    assert entry["message"].endswith('"GET /items/9?q=1 HTTP/1.1" 200')
+    assert (entry["route"], entry["status"], entry["user_agent"]) == ("/items/{item_id}", 200, "probe/1")
 
 
 def test_a_logging_conf_that_fails_stops_the_start_with_one_line(ops_app, launch, tmp_path):
