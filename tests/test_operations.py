@@ -67,14 +67,14 @@ def test_in_flight_gauge_counts_a_fresh_worker_before_any_request_finishes(ops_a
 
     def in_flight_while_slow(phase: str) -> None:
         threads = [
-            threading.Thread(target=fresh_get, args=(server.url + "/slow?seconds=4",)) for _ in range(4)
+            threading.Thread(target=fresh_get, args=(server.url + "/slow?seconds=3",)) for _ in range(4)
         ]
         for thread in threads:
             thread.start()
         try:
             wait_for(
                 lambda: total(scrape(server), "http_requests_in_progress", method="GET") == 4,
-                3.5,
+                2.5,
                 f"4 requests in progress ({phase})",
             )
         finally:
