@@ -49,26 +49,35 @@ def test_resource_metrics_match_the_cgroup_and_proc_and_show_throttling(ops_imag
     )
     c.wait_ready()
     workers = c.wait_workers(2)
-    before = int(cgroup_file(c, "memory/memory.usage_in_bytes"))
+    processes = [psutil.Process(w["pid"]) for w in workers]  # the engine reports the host's pids
+
+    def truth() -> tuple[int, list[int], list[int]]:
+        info = [p.memory_full_info() for p in processes]
+        usage = int(cgroup_file(c, "memory/memory.usage_in_bytes"))
+        return usage, sorted(i.rss for i in info), sorted(i.pss for i in info)
+
+    before = truth()
     samples = scrape(c)
-    after = int(cgroup_file(c, "memory/memory.usage_in_bytes"))
+    after = truth()
+
+    def within(got: float, low: float, high: float, slack: float) -> bool:
+        return min(low, high) * (1 - slack) <= got <= max(low, high) * (1 + slack)
+
     usage = value(samples, "asgi_container_memory_usage_bytes")
-    assert min(before, after) * 0.97 <= usage <= max(before, after) * 1.03, (before, usage, after)
+    assert within(usage, before[0], after[0], 0.03), (before[0], usage, after[0])
     assert value(samples, "asgi_container_memory_working_set_bytes") <= usage
     assert value(samples, "asgi_container_memory_limit_bytes") == 300 * MiB
     assert value(samples, "asgi_container_cpu_quota_cores") == 0.5
     assert value(samples, "asgi_container_oom_kills_total") == 0
-    # Each worker's memory against the host's /proc (the engine reports the host's pids).
-    processes = [psutil.Process(w["pid"]) for w in workers]
-    truth = sorted(p.memory_full_info().rss for p in processes)
-    measured = sorted(v for (name, _), v in samples.items() if name == "asgi_worker_resident_memory_bytes")
-    assert len(measured) == 2
-    for got, real in zip(measured, truth, strict=True):
-        assert abs(got - real) <= 0.03 * real, (measured, truth)
-    pss = sorted(v for (name, _), v in samples.items() if name == "asgi_worker_proportional_memory_bytes")
-    pss_truth = sorted(p.memory_full_info().pss for p in processes)
-    for got, real in zip(pss, pss_truth, strict=True):
-        assert abs(got - real) <= 0.05 * real, (pss, pss_truth)  # PSS moves as siblings touch pages
+    # Each worker's memory against the host's /proc, read just before and just after the scrape.
+    for name, index, slack in (
+        ("asgi_worker_resident_memory_bytes", 1, 0.03),
+        ("asgi_worker_proportional_memory_bytes", 2, 0.05),  # PSS moves as siblings touch pages
+    ):
+        measured = sorted(v for (sample, _), v in samples.items() if sample == name)
+        assert len(measured) == 2, samples
+        for got, low, high in zip(measured, before[index], after[index], strict=True):
+            assert within(got, low, high, slack), (name, measured, before[index], after[index])
 
     # Throttling: a CPU-bound load in a container allowed half a CPU.
     throttled_before = value(scrape(c), "asgi_container_cpu_throttled_seconds_total")
