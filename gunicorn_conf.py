@@ -39,14 +39,16 @@ logger_class = "asgi_launcher.hooks." + ("JsonLogger" if _settings.log_format ==
 # and it needs a writable $HOME, which a read-only root filesystem does not have.
 control_socket_disable = True
 
-# Metrics (master: one endpoint for all workers) and the access log (each worker).
+# Metrics (master: one endpoint for all workers), the access log (each worker), recycling (both).
 _hooks = Hooks(_settings)
 on_starting = _hooks.on_starting
 when_ready = _hooks.when_ready
 pre_fork = _hooks.pre_fork
 post_fork = _hooks.post_fork
 post_worker_init = _hooks.post_worker_init
+worker_exit = _hooks.worker_exit
 child_exit = _hooks.child_exit
+on_reload = _hooks.on_reload
 on_exit = _hooks.on_exit
 
 for _warning in _settings.warnings:

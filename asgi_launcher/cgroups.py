@@ -177,3 +177,98 @@ def host_memory(root: str | os.PathLike = "/") -> int | None:
         if name == "MemTotal" and fields and fields[0].isdigit():
             return int(fields[0]) * 1024
     return None
+
+
+# ---- usage, for the metrics (read at each scrape) --------------------------------------------------
+
+
+class Usage(NamedTuple):
+    """What the container uses now, from its cgroup's files; None where a file is missing."""
+
+    memory: int | None  # bytes charged, page cache included (v1 usage_in_bytes, v2 memory.current)
+    working_set: int | None  # memory minus inactive file pages: what the OOM killer cannot reclaim
+    memory_limit: int | None
+    oom_kills: int | None  # processes the kernel killed for this cgroup's limit
+    cpu_seconds: float | None
+    cpu_quota: float | None
+    periods: int | None  # CFS periods with runnable tasks
+    throttled_periods: int | None
+    throttled_seconds: float | None
+
+
+def _fields(text: str | None) -> dict[str, int]:
+    """``key value`` lines (memory.stat, cpu.stat, memory.events, memory.oom_control)."""
+    values = {}
+    for line in (text or "").splitlines():
+        key, _, value = line.partition(" ")
+        if value.strip().lstrip("-").isdigit():
+            values[key] = int(value)
+    return values
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+class Cgroup:
+    """The directories that hold this process's cgroup files, found once; ``usage()`` reads them.
+
+    Memory and CPU are read where the tightest limit is set (a Kubernetes pod's limit may sit on an
+    ancestor of the container's cgroup), else in the process's own cgroup.
+    """
+
+    def __init__(self, root: str | os.PathLike = "/"):
+        self.root = os.fspath(root)
+        proc_cgroup = parse_proc_cgroup(_read(self.root, "/proc/self/cgroup") or "")
+        mounts = parse_mountinfo(_read(self.root, "/proc/self/mountinfo") or "")
+        memory_dirs = cgroup_dirs("memory", proc_cgroup, mounts)
+        cpu_dirs = cgroup_dirs("cpu", proc_cgroup, mounts)
+        self.memory_dir = _where_tightest(memory_dirs, lambda d: _memory_at(self.root, d))
+        self.cpu_dir = _where_tightest(cpu_dirs, lambda d: _cpu_quota_at(self.root, d))
+        cpuacct = cgroup_dirs("cpuacct", proc_cgroup, mounts) if "cpuacct" in proc_cgroup else []
+        self.cpuacct_dir = cpuacct[0] if cpuacct else None
+
+    def _file(self, directory: str | None, name: str) -> str | None:
+        return _read(self.root, f"{directory}/{name}") if directory else None
+
+    def usage(self) -> Usage:
+        memory_dir, cpu_dir = self.memory_dir, self.cpu_dir
+        memory = _number(self._file(memory_dir, "memory.current"))
+        v2 = memory is not None
+        if not v2:
+            memory = _number(self._file(memory_dir, "memory.usage_in_bytes"))
+        stat = _fields(self._file(memory_dir, "memory.stat"))
+        inactive = stat.get("inactive_file" if v2 else "total_inactive_file")
+        working_set = max(memory - inactive, 0) if memory is not None and inactive is not None else None
+        events = _fields(self._file(memory_dir, "memory.events" if v2 else "memory.oom_control"))
+        cpu = _fields(self._file(cpu_dir, "cpu.stat"))
+        if "usage_usec" in cpu:  # v2: one cpu.stat for usage and throttling, in microseconds
+            cpu_seconds = cpu["usage_usec"] / 1e6
+            throttled = cpu.get("throttled_usec")
+            throttled_seconds = throttled / 1e6 if throttled is not None else None
+        else:  # v1: usage in cpuacct, throttling in nanoseconds
+            usage_ns = _number(self._file(self.cpuacct_dir, "cpuacct.usage"))
+            cpu_seconds = usage_ns / 1e9 if usage_ns is not None else None
+            throttled = cpu.get("throttled_time")
+            throttled_seconds = throttled / 1e9 if throttled is not None else None
+        return Usage(
+            memory=memory,
+            working_set=working_set,
+            memory_limit=_memory_at(self.root, memory_dir) if memory_dir else None,
+            oom_kills=events.get("oom_kill"),
+            cpu_seconds=cpu_seconds,
+            cpu_quota=_cpu_quota_at(self.root, cpu_dir) if cpu_dir else None,
+            periods=cpu.get("nr_periods"),
+            throttled_periods=cpu.get("nr_throttled"),
+            throttled_seconds=throttled_seconds,
+        )
+
+
+def _where_tightest(dirs: list[str], limit_at) -> str | None:
+    """The directory with the smallest limit along the way, else the leaf (None: no such controller)."""
+    best, best_value = (dirs[0] if dirs else None), None
+    for directory in dirs:
+        value = limit_at(directory)
+        if value is not None and (best_value is None or value < best_value):
+            best, best_value = directory, value
+    return best

@@ -12,12 +12,24 @@ from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter
+from asgi_launcher.logs import JsonFormatter, apply_logging_conf, report
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
-from asgi_launcher.settings import Settings
+from asgi_launcher.recycling import Lifecycle, MemoryGuard
+from asgi_launcher.settings import ConfigError, Settings, read
 
-# Gunicorn re-executes its config file on SIGHUP; the master's metrics must survive that.
+# Gunicorn re-executes its config file on SIGHUP; the master's metrics, the workers' lifecycle and
+# the memory guard must survive that.
 _master_metrics: MasterMetrics | None = None
+_lifecycle: Lifecycle | None = None
+_guard: MemoryGuard | None = None
+_logging_configured = False
+
+
+def lifecycle() -> Lifecycle:
+    global _lifecycle
+    if _lifecycle is None:
+        _lifecycle = Lifecycle()
+    return _lifecycle
 
 
 class Hooks:
@@ -36,6 +48,7 @@ class Hooks:
 
     # ---- in the master
     def on_starting(self, server) -> None:
+        lifecycle()  # its pipe, before any worker is forked
         if self.metrics:
             reset_directory(self.metrics.directory)
 
@@ -44,8 +57,18 @@ class Hooks:
             # The preloaded app's objects go to a generation the collector never scans, so that
             # garbage collection in the workers does not write to (and so copy) the shared pages.
             gc.freeze()
+        global _guard
+        if self.settings.max_worker_memory and _guard is None:
+            _guard = MemoryGuard(server, lifecycle(), self.settings.max_worker_memory)
+            _guard.start()
         if self.metrics and self.metrics.server is None:
+            from asgi_launcher.cgroups import Cgroup
+            from asgi_launcher.resources import ResourceMetrics
+
             self.metrics.workers = lambda: len(server.WORKERS)
+            self.metrics.recycles = lifecycle().recycles
+            slots = lambda: [(getattr(w, "slot", 0), pid) for pid, w in list(server.WORKERS.items())]  # noqa: E731
+            self.metrics.collectors.append(ResourceMetrics(slots, Cgroup()))
             host = self.settings.host
             try:
                 self.metrics.serve(host, self.settings.metrics_port)
@@ -57,10 +80,17 @@ class Hooks:
                 server.log.info("Metrics at http://%s:%s/metrics", host, self.settings.metrics_port)
 
     def pre_fork(self, server, worker) -> None:
+        lifecycle().assign_slot(server, worker)
         if self.metrics:
             self.metrics.worker_starts += 1
 
+    def on_reload(self, server) -> None:
+        lifecycle().on_reload(server)
+        if _guard is not None and self.settings.max_worker_memory:
+            _guard.limit = self.settings.max_worker_memory  # the config file was read again
+
     def child_exit(self, server, worker) -> None:
+        lifecycle().exited(server, worker)
         if self.metrics:
             self.metrics.worker_exited(worker.pid)
 
@@ -71,30 +101,60 @@ class Hooks:
     # ---- in each worker
     def post_fork(self, server, worker) -> None:
         worker.boot_timeout = self.settings.boot_timeout  # bounds the app's import and startup (our worker)
+        lifecycle().in_worker()
         if self.metrics:
             self.metrics.close_in_child()
+
+    def worker_exit(self, server, worker) -> None:
+        lifecycle().worker_exiting()
 
     def post_worker_init(self, worker) -> None:
         from uvicorn.config import Config
 
-        from asgi_launcher.observe import (
+        from asgi_launcher.observe import (  # the worker's, not the master's
             AccessLog,
             Observed,
+            RecordAccessLog,
             RequestMetrics,
-        )  # the worker's, not the master's
+        )
 
-        if not isinstance(getattr(worker, "config", None), Config):
+        config = getattr(worker, "config", None)
+        if not isinstance(config, Config):
             return  # not a Uvicorn worker (a WSGI worker class, say): nothing to wrap
+        if self.settings.root_path:
+            config.root_path = self.settings.root_path  # read by each connection's protocol
+        self._report_boot(config)
         access_log = None
-        if worker.cfg.accesslog:
-            access_log = AccessLog(worker.log.access_log, self._access_line(worker.cfg.access_log_format))
+        access_logger = worker.log.access_log
+        render = self._access_line(worker.cfg.access_log_format)
+        if self.settings.logging_conf:
+            # The user's handlers and filters must see every line: through logging, not to the streams.
+            if worker.cfg.accesslog or _has_handlers(access_logger):
+                access_log = RecordAccessLog(access_logger, render)
+        elif worker.cfg.accesslog:
+            access_log = AccessLog(access_logger, render)
         # Ours replaces Uvicorn's: without handlers, Uvicorn skips its access logging entirely.
         uvicorn_access = logging.getLogger("uvicorn.access")
         uvicorn_access.handlers = []
         uvicorn_access.propagate = False
-        metrics = RequestMetrics() if self.metrics else None
+        metrics = RequestMetrics(worker=getattr(worker, "slot", 0)) if self.metrics else None
         if access_log or metrics:
-            worker.wsgi = Observed(worker.wsgi, access_log, metrics)
+            worker.wsgi = Observed(worker.wsgi, access_log, metrics, self.settings.access_log_probes)
+
+    @staticmethod
+    def _report_boot(config) -> None:
+        """Tell the master once the worker serves (Uvicorn's first heartbeat comes after the app's
+        startup), with its memory then: the memory guard leaves booting workers alone."""
+        heartbeat = config.callback_notify
+        if heartbeat is None:
+            return
+
+        async def first_heartbeat():
+            config.callback_notify = heartbeat  # once: later heartbeats go straight to Gunicorn's
+            lifecycle().worker_booted()
+            await heartbeat()
+
+        config.callback_notify = first_heartbeat
 
     def _access_line(self, fmt: str):
         from asgi_launcher.observe import atoms_line, json_line, uvicorn_line
@@ -106,12 +166,38 @@ class Hooks:
         return uvicorn_line
 
 
+def _has_handlers(logger: logging.Logger) -> bool:
+    return any(not isinstance(handler, logging.NullHandler) for handler in logger.handlers)
+
+
 class AdvisingLogger(Logger):
-    """Gunicorn's logger, with a line of advice on the errors a move from tiangolo's image causes."""
+    """Gunicorn's logger, with a line of advice on the errors a move from tiangolo's image causes,
+    and LOGGING_CONF applied last."""
 
     def setup(self, cfg) -> None:
         super().setup(cfg)  # also on SIGHUP, which makes new handlers
+        self.set_format()
         advise(self.error_log)
+        self.apply_logging_conf()
+
+    def set_format(self) -> None:
+        pass  # text: Gunicorn's own
+
+    def apply_logging_conf(self) -> None:
+        global _logging_configured
+        try:
+            value = read(os.environ, "LOGGING_CONF")
+            if not value:
+                return
+            apply_logging_conf(value)
+        except ConfigError as error:
+            if not _logging_configured:  # at start: stop, as for any bad setting
+                report("error", str(error))
+                sys.exit(2)
+            self.error_log.error("%s; keeping the logging configuration as it was", error)  # SIGHUP
+            return
+        _logging_configured = True
+        advise(self.error_log)  # the file's own handlers get the advice too
 
 
 class JsonLogger(AdvisingLogger):
@@ -120,8 +206,7 @@ class JsonLogger(AdvisingLogger):
     The app's own ``logging`` calls come out as JSON too, unless the app configured a handler itself.
     """
 
-    def setup(self, cfg) -> None:
-        super().setup(cfg)
+    def set_format(self) -> None:
         formatter = JsonFormatter()
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:

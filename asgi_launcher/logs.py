@@ -24,6 +24,10 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
             "message": record.getMessage(),
         }
+        access = getattr(record, "access_fields", None)
+        if access:  # an access record (LOGGING_CONF): the same entry as the batched JSON access log
+            entry["logger"] = "access"
+            entry.update(access)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -101,3 +105,42 @@ def json_lines(logger: str, pid: int, stream: str = "stdout", lines=sys.stdin, o
             text = wrap_line(text, logger, stream, level, pid)
         out.write(text + "\n")
         out.flush()
+
+
+# ---- LOGGING_CONF: the user's own logging.config.dictConfig, applied after LOG_FORMAT's set-up ------
+
+
+def load_logging_config(value: str) -> dict:
+    """The dictionary a LOGGING_CONF value names: a JSON file, or LOGGING_CONFIG in a .py file or module."""
+    import importlib
+    import runpy
+
+    if value.endswith(".json"):
+        with open(value, encoding="utf-8") as file:
+            config = json.load(file)
+    elif value.endswith(".py"):
+        config = runpy.run_path(value).get("LOGGING_CONFIG")
+    else:
+        config = getattr(importlib.import_module(value), "LOGGING_CONFIG", None)
+    if not isinstance(config, dict):
+        raise ValueError("it defines no LOGGING_CONFIG dictionary")
+    return config
+
+
+def apply_logging_conf(value: str) -> None:
+    """dictConfig on top of what LOG_FORMAT set up: the loggers the file names take its handlers;
+    the others keep theirs (``disable_existing_loggers`` is false unless the file says otherwise).
+
+    Raises ``ConfigError`` with the one line the operator sees.
+    """
+    import logging.config
+
+    from asgi_launcher.settings import ConfigError
+
+    try:
+        config = dict(load_logging_config(value))
+        config.setdefault("disable_existing_loggers", False)
+        logging.config.dictConfig(config)
+    except Exception as error:  # anything the user's file or module raises: one line, no traceback
+        detail = f"{type(error).__name__}: {error}".replace("\n", " ")
+        raise ConfigError(f"LOGGING_CONF={value!r} could not be applied: {detail}") from None

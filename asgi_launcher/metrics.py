@@ -58,6 +58,8 @@ class MasterMetrics:
         self.worker_starts = 0
         self.worker_exits = 0
         self.workers = lambda: 0
+        self.recycles: dict[str, int] | None = None  # reason -> count (asgi_launcher.recycling)
+        self.collectors: list = []  # more families on the same endpoint (asgi_launcher.resources)
         self.server = None
 
     def collect(self):
@@ -74,12 +76,25 @@ class MasterMetrics:
         yield CounterMetricFamily(
             "gunicorn_worker_exits", "Worker processes that exited", value=self.worker_exits
         )
+        if self.recycles is not None:
+            recycles = CounterMetricFamily(
+                "gunicorn_worker_recycles",
+                "Workers replaced while the server ran, by reason (memory, max_requests, timeout, crash, "
+                "reload, other)",
+                labels=["reason"],
+            )
+            for reason, count in self.recycles.items():
+                recycles.add_metric([reason], count)
+            yield recycles
+        for collector in self.collectors:
+            yield from collector.collect()
 
     def serve(self, host: str, port: int) -> None:
-        from prometheus_client import CollectorRegistry, start_wsgi_server
+        from prometheus_client import CollectorRegistry, ProcessCollector, start_wsgi_server
 
         registry = CollectorRegistry()
         registry.register(self)
+        ProcessCollector(registry=registry)  # process_*: the master's own memory, CPU, start time
         self.server, _ = start_wsgi_server(port, addr=host, registry=registry)
 
     def close_in_child(self) -> None:

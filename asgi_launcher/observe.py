@@ -23,6 +23,10 @@ from urllib.parse import quote
 from asgi_launcher.metrics import LABELS
 
 FLUSH_INTERVAL = 0.05  # seconds: how stale a log line or a scraped value may be
+LAG_WINDOW = 5.0  # seconds: the event-loop lag gauge shows the worst delay of this window and the last
+# The image's HEALTHCHECK (scripts/healthcheck.sh) sends this, from inside the container.
+PROBE_AGENT = b"asgi-server-healthcheck"
+LOOPBACK = frozenset({"127.0.0.1", "::1"})
 UNMATCHED = "<unmatched>"  # every path no route matched shares one label: scans cannot add series
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"})
 
@@ -46,7 +50,9 @@ class Exchange:
 
     @property
     def path(self) -> str:
-        path = quote(self.scope.get("root_path", "") + self.scope["path"])
+        # Uvicorn >= 0.26 puts ROOT_PATH in front of the path itself (ASGI's rule); older ones did not.
+        root_path, path = self.scope.get("root_path", ""), self.scope["path"]
+        path = quote(path if path.startswith(root_path) else root_path + path)
         query = self.scope.get("query_string")
         return f"{path}?{query.decode('ascii', 'replace')}" if query else path
 
@@ -81,6 +87,23 @@ def uvicorn_line(x: Exchange) -> str:
     return f'{x.client} - "{x.scope["method"]} {x.path} HTTP/{x.scope["http_version"]}" {x.status}'
 
 
+def access_fields(x: Exchange) -> dict:
+    """The request as fields: the JSON access entry's, and the attributes of LOGGING_CONF's records."""
+    return {
+        "client": x.client,
+        "scheme": x.scope.get("scheme", "http"),
+        "method": x.scope["method"],
+        "path": x.path,
+        "route": x.route,
+        "http_version": x.scope["http_version"],
+        "status": x.status,
+        "duration_ms": round(x.duration * 1000, 3),
+        "request_size": x.request_size,
+        "response_size": x.response_size,
+        "user_agent": x.request_header(b"user-agent"),
+    }
+
+
 def json_line(x: Exchange) -> str:
     return json.dumps(
         {
@@ -89,17 +112,7 @@ def json_line(x: Exchange) -> str:
             "logger": "access",
             "pid": os.getpid(),
             "message": uvicorn_line(x),
-            "client": x.client,
-            "scheme": x.scope.get("scheme", "http"),
-            "method": x.scope["method"],
-            "path": x.path,
-            "route": x.route,
-            "http_version": x.scope["http_version"],
-            "status": x.status,
-            "duration_ms": round(x.duration * 1000, 3),
-            "request_size": x.request_size,
-            "response_size": x.response_size,
-            "user_agent": x.request_header(b"user-agent"),
+            **access_fields(x),
         }
     )
 
@@ -205,6 +218,41 @@ class AccessLog(Batched):
                     )
 
 
+class RecordAccessLog(AccessLog):
+    """The access log through ``logging`` itself, one record per request, for LOGGING_CONF: the
+    user's handlers, formatters and filters all apply (the batched writer bypasses them). The
+    message is the text line (Uvicorn's, or ``ACCESS_LOG_FORMAT``'s); the record also carries the
+    request's fields as attributes (``record.status``, ``record.route`` ...) for filters and formats,
+    and all of them as ``record.access_fields``, which ``LOG_FORMAT=json``'s formatter writes out."""
+
+    def __init__(self, logger: logging.Logger, render: Callable[[Exchange], str]):
+        super().__init__(logger, uvicorn_line if render is json_line else render)
+        self._records: list[tuple[str, dict]] = []
+
+    def record(self, exchange: Exchange) -> None:
+        fields = access_fields(exchange)
+        self._records.append((self.render(exchange), {**fields, "access_fields": fields}))
+        self._schedule()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        records, self._records = self._records, []
+        for line, extra in records:
+            self.logger.info("%s", line, extra=extra)
+
+
+def is_probe(scope: dict) -> bool:
+    """The image's own healthcheck: its user agent, from the container's loopback (so that no one
+    outside can hide requests from the access log by borrowing the agent)."""
+    client = scope.get("client")
+    if not client or client[0] not in LOOPBACK:
+        return False
+    for key, value in scope.get("headers", ()):
+        if key == b"user-agent":
+            return value == PROBE_AGENT
+    return False
+
+
 class RequestMetrics(Batched):
     """Latency histogram and in-flight requests.
 
@@ -215,7 +263,7 @@ class RequestMetrics(Batched):
     that defines metrics of the same names must not fail to register them.
     """
 
-    def __init__(self, registry=None):
+    def __init__(self, registry=None, worker: int = 0):
         from prometheus_client import Gauge, Histogram
 
         super().__init__()
@@ -229,11 +277,68 @@ class RequestMetrics(Batched):
             multiprocess_mode="livesum",
             registry=registry,
         )
+        self._probes = Histogram(
+            "http_healthcheck_duration_seconds",
+            "Time to answer the image's own healthcheck requests (not in the http_request_* metrics)",
+            ("status",),
+            registry=registry,
+        )
+        lag = Gauge(
+            "asgi_worker_event_loop_lag_seconds",
+            f"Longest delay of the worker's {FLUSH_INTERVAL * 1000:.0f} ms tick over the last "
+            f"{LAG_WINDOW:.0f} to {2 * LAG_WINDOW:.0f} s (a blocked or saturated event loop)",
+            ("worker",),
+            multiprocess_mode="livemax",  # one live process per slot; dead ones' values are dropped
+            registry=registry,
+        )
+        self._lag = lag.labels(str(worker))
+        self._lag_value = self._window_max = self._last_window_max = 0.0
+        self._lag.set(0.0)
+        self._window_end = 0.0
+        self._due: float | None = None
         self._bounds = list(self._latency._upper_bounds)
         self._children: dict[tuple[str, str, int], object] = {}
-        self._in_flight_children: dict[str, object] = {}
+        # GET from the start: a fresh worker's gauge exists, at 0, before any request finishes.
+        self._in_flight_children: dict[str, object] = {"GET": self._in_flight.labels("GET")}
         self._finished: dict[tuple[str, str, int], list] = {}  # key -> [sum, count per bucket]
         self.in_flight: set[Exchange] = set()  # Observed's: counted at flush time, not per request
+
+    def start(self) -> None:
+        """Tick from now on (the worker's event loop is running): the in-flight gauge and the lag are
+        written even before the first request finishes."""
+        if not self._scheduled:
+            self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # the flush at exit: no loop to come back to
+                return
+            self._scheduled = True
+            self._due = loop.time() + FLUSH_INTERVAL
+            loop.call_later(FLUSH_INTERVAL, self.flush)
+
+    def _measure_lag(self) -> None:
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:
+            return
+        if self._due is None:
+            return
+        lag = max(now - self._due, 0.0)
+        if now >= self._window_end:
+            self._last_window_max, self._window_max = self._window_max, 0.0
+            self._window_end = now + LAG_WINDOW
+        self._window_max = max(self._window_max, lag)
+        value = max(self._window_max, self._last_window_max)
+        if value != self._lag_value:  # it changes a few times per window: few writes
+            self._lag_value = value
+            self._lag.set(value)
+
+    def probe_finished(self, x: Exchange) -> None:
+        """A healthcheck request: counted apart, written at once (one every few seconds)."""
+        self._probes.labels(str(x.status)).observe(x.duration)
 
     def finished(self, x: Exchange) -> None:
         method = x.scope["method"]
@@ -242,17 +347,12 @@ class RequestMetrics(Batched):
         pending = self._finished.get(key)
         if pending is None:
             pending = self._finished[key] = [0.0, [0] * len(self._bounds)]
-            self._start_ticking()
         pending[0] += x.duration
         pending[1][bisect.bisect_left(self._bounds, x.duration)] += 1
 
-    def _start_ticking(self) -> None:
-        """Flush every FLUSH_INTERVAL from the first request on: requests then do no scheduling."""
-        if not self._scheduled:
-            self._schedule()
-
     def flush(self) -> None:
         self._scheduled = False
+        self._measure_lag()
         active = dict.fromkeys(self._in_flight_children, 0)
         for x in self.in_flight:
             method = x.scope["method"]
@@ -278,16 +378,28 @@ class RequestMetrics(Batched):
 class Observed:
     """Wraps the app: ``Observed(app, access_log, metrics)``; either of the two may be None."""
 
-    def __init__(self, app, access_log: AccessLog | None, metrics: RequestMetrics | None):
+    def __init__(
+        self,
+        app,
+        access_log: AccessLog | None,
+        metrics: RequestMetrics | None,
+        log_probes: bool = False,
+    ):
         self.app = app
         self.access_log = access_log
         self.metrics = metrics
+        self.log_probes = log_probes  # ACCESS_LOG_PROBES: the healthcheck's lines in the access log
         # Named by the worker when it times out; counted by the metrics for the in-flight gauge.
         self.in_flight: set[Exchange] = metrics.in_flight if metrics else set()
 
     async def __call__(self, scope, receive, send):
+        metrics = self.metrics
         if scope["type"] != "http":
+            if metrics is not None and scope["type"] == "lifespan":
+                metrics.start()  # the worker's loop runs: tick before any request comes
             return await self.app(scope, receive, send)
+        if metrics is not None and not metrics._scheduled:
+            metrics.start()  # no lifespan (LIFESPAN off): the first request starts the tick
         exchange = Exchange(scope)
         started = time.perf_counter()
 
@@ -306,7 +418,13 @@ class Observed:
         finally:
             self.in_flight.discard(exchange)
             exchange.duration = time.perf_counter() - started
-            if self.metrics:
-                self.metrics.finished(exchange)
-            if self.access_log:
-                self.access_log.record(exchange)
+            if is_probe(scope):
+                if metrics:
+                    metrics.probe_finished(exchange)
+                if self.access_log and self.log_probes:
+                    self.access_log.record(exchange)
+            else:
+                if metrics:
+                    metrics.finished(exchange)
+                if self.access_log:
+                    self.access_log.record(exchange)

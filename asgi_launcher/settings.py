@@ -136,6 +136,54 @@ def text(name: str, value: str) -> str:
     return value
 
 
+def worker_memory(name: str, value: str) -> int:
+    """A size, at least what the smallest worker needs to boot (a lower bound would recycle in a loop)."""
+    number = size(name, value)
+    if number < MIN_WORKER_MEMORY:
+        raise _invalid(
+            name,
+            value,
+            f"a size of at least {_mib(MIN_WORKER_MEMORY)}M: below that no worker can even boot, "
+            "so every worker would be recycled as soon as it started",
+        )
+    return number
+
+
+def root_path(name: str, value: str) -> str:
+    """The path prefix the app is mounted under behind a proxy: ``/api``; a trailing slash is dropped."""
+    if not value.startswith("/") or any(c.isspace() or c in "?#" for c in value):
+        raise _invalid(name, value, "a path starting with / such as /api (no spaces, ? or #)")
+    return value.rstrip("/")
+
+
+def logging_conf(name: str, value: str) -> str:
+    """A dictConfig file (``.json``), a Python file (``.py``) or a module name, both with ``LOGGING_CONFIG``.
+
+    A JSON file is read and checked here; Python is only looked for (start.py), never run before the
+    server starts.
+    """
+    accepted = (
+        "a .json file holding a logging.config.dictConfig dictionary, or a .py file or a module "
+        "name defining LOGGING_CONFIG"
+    )
+    if value.endswith(".json"):
+        try:
+            with open(value, encoding="utf-8") as file:
+                config = json.load(file)
+        except OSError as error:
+            raise _invalid(name, value, f"{accepted} ({error.strerror})") from None
+        except ValueError as error:
+            raise _invalid(name, value, f"{accepted} (not JSON: {error})") from None
+        if not isinstance(config, dict) or config.get("version") != 1:
+            raise _invalid(name, value, f'{accepted} (with "version": 1)')
+    elif value.endswith(".py"):
+        if not os.path.isfile(value):
+            raise _invalid(name, value, f"{accepted} (no such file)")
+    elif not all(part.isidentifier() for part in value.split(".")):
+        raise _invalid(name, value, accepted)
+    return value
+
+
 def bind(name: str, value: str) -> str:
     """One or more comma-separated ``host:port``, ``[v6]:port`` or ``unix:path`` (Gunicorn's BIND)."""
     for address in value.split(","):
@@ -281,6 +329,15 @@ REGISTRY: tuple[Setting, ...] = (
         "Plus a random 0 to this many, so that workers do not recycle together.",
         origin="new",
     ),
+    Setting(
+        "MAX_WORKER_MEMORY",
+        worker_memory,
+        None,
+        "unset",
+        "Bytes or `300M`: a worker whose memory (PSS) passes it is replaced gracefully, one at a time "
+        "(Gunicorn mode only).",
+        origin="new",
+    ),
     # -- network
     Setting("HOST", text, "0.0.0.0", "`0.0.0.0`", "Bind host (also of the metrics port)."),
     Setting("PORT", port, 80, "`80`", "Bind port."),
@@ -295,6 +352,15 @@ REGISTRY: tuple[Setting, ...] = (
         "`127.0.0.1,::1`",
         "Addresses or CIDR networks whose `X-Forwarded-*` headers are trusted, or `*`.",
         origin="gunicorn",
+    ),
+    Setting(
+        "ROOT_PATH",
+        root_path,
+        "",
+        "unset",
+        "Path prefix the app is served under behind a proxy that strips it (`/api`): links and the "
+        "docs carry it.",
+        origin="new",
     ),
     # -- time limits
     Setting(
@@ -338,6 +404,14 @@ REGISTRY: tuple[Setting, ...] = (
         "ACCESS_LOG", text, "-", "`-` (stdout)", "Access log file; empty disables it.", empty_disables=True
     ),
     Setting(
+        "ACCESS_LOG_PROBES",
+        boolean,
+        False,
+        "`false`",
+        "Log the image's own healthcheck requests too (counted apart in the metrics either way).",
+        origin="new",
+    ),
+    Setting(
         "ERROR_LOG", text, "-", "`-` (stderr)", "Error log file; empty disables it.", empty_disables=True
     ),
     Setting(
@@ -346,6 +420,15 @@ REGISTRY: tuple[Setting, ...] = (
         None,
         "Uvicorn's line",
         "Gunicorn's `access_log_format` atoms, honoured under Uvicorn.",
+        origin="new",
+    ),
+    Setting(
+        "LOGGING_CONF",
+        logging_conf,
+        None,
+        "unset",
+        "A `logging.config.dictConfig` file (`.json`, or `.py`/module with `LOGGING_CONFIG`), applied "
+        "after `LOG_FORMAT`'s set-up.",
         origin="new",
     ),
     # -- metrics
@@ -540,6 +623,13 @@ class Settings:
                     "PROCESS_MANAGER=uvicorn (no master would replace the process; recycle with "
                     "the orchestrator, or use PROCESS_MANAGER=gunicorn)"
                 )
+            if values["max_worker_memory"]:
+                raise ConfigError(
+                    f"MAX_WORKER_MEMORY={env['MAX_WORKER_MEMORY'].strip()!r} "
+                    "is not valid: expected it unset with PROCESS_MANAGER=uvicorn (no master would "
+                    "replace the process; set the orchestrator's memory limit, or use "
+                    "PROCESS_MANAGER=gunicorn)"
+                )
             concurrency = values["web_concurrency"]
             ignored = f"WEB_CONCURRENCY={concurrency} is ignored: PROCESS_MANAGER=uvicorn is one process"
             sizing = Sizing(1, "process_manager", ignored if concurrency else None)
@@ -555,6 +645,7 @@ class Settings:
                 sizing = check_count(sizing, limits, limits.memory or host_memory())
         if values["metrics"]:
             _check_metrics_port(values["metrics_port"], bind_value)
+        warnings.append(_worker_memory_warning(values["max_worker_memory"], sizing.workers, limits.memory))
         values["warnings"] = [w for w in (sizing.warning, *warnings) if w]
         return cls(values, limits, sizing, bind_value)
 
@@ -587,8 +678,22 @@ class Settings:
                 "log_format": self.log_format,
                 "forwarded_allow_ips": self.forwarded_allow_ips,
                 "metrics_port": self.metrics_port if self.metrics else None,
+                "max_worker_memory": self.max_worker_memory,
+                "root_path": self.root_path,
             }
         )
+
+
+def _worker_memory_warning(limit: int | None, workers: int, memory: int | None) -> str | None:
+    """Workers that may each grow to MAX_WORKER_MEMORY but together pass the container's limit: the
+    kernel's OOM killer comes first, and takes a worker mid-request."""
+    if not limit or not memory or limit * workers < memory:
+        return None
+    return (
+        f"MAX_WORKER_MEMORY={_mib(limit)}M times {workers} workers is {_mib(limit * workers)} MiB, not "
+        f"below the container's memory limit ({_mib(memory)} MiB): the kernel may kill a worker before "
+        f"it is recycled; lower it below {_mib(memory) // workers} MiB or run fewer workers"
+    )
 
 
 def _check_metrics_port(metrics_port: int, bind_value: str) -> None:

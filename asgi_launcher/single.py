@@ -14,11 +14,12 @@ import sys
 from asgi_launcher import compat, watchdog
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter, json_logs, report
+from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_logs, report
 from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import (
     AccessLog,
     Observed,
+    RecordAccessLog,
     RequestMetrics,
     atoms_line,
     json_line,
@@ -60,6 +61,9 @@ def configure_logging(settings: Settings) -> None:
         root = logging.StreamHandler(sys.stderr)
         root.setFormatter(formatter)
         logging.getLogger().addHandler(root)
+    if settings.logging_conf:
+        apply_logging_conf(settings.logging_conf)  # ConfigError: one line, exit status 2
+        advise(logging.getLogger("uvicorn.error"))
 
 
 class _WithRequestTotals:
@@ -84,24 +88,34 @@ def build_app():
         logging.getLogger("uvicorn.error").exception("The app %s failed to load", os.environ["APP_MODULE"])
         sys.exit(APP_LOAD_ERROR)
     access_log = None
-    if settings.accesslog:
-        if settings.log_format == "json":
-            render = json_line
-        elif settings.access_log_format:
-            render = atoms_line(settings.access_log_format)
-        else:
-            render = uvicorn_line
-        access_log = AccessLog(logging.getLogger(ACCESS_LOGGER), render)
+    if settings.log_format == "json":
+        render = json_line
+    elif settings.access_log_format:
+        render = atoms_line(settings.access_log_format)
+    else:
+        render = uvicorn_line
+    access_logger = logging.getLogger(ACCESS_LOGGER)
+    if settings.logging_conf:  # through logging, so that the file's handlers and filters apply
+        if settings.accesslog or access_logger.handlers:
+            access_log = RecordAccessLog(access_logger, render)
+    elif settings.accesslog:
+        access_log = AccessLog(access_logger, render)
     metrics = None
     if settings.metrics and os.environ.get("ASGI_LAUNCHER_RELOAD") != "1":
         from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
+
+        from asgi_launcher.cgroups import Cgroup
+        from asgi_launcher.resources import ResourceMetrics
 
         metrics = RequestMetrics(registry=REGISTRY)
         count_head_timeouts(REGISTRY)  # asgi_launcher.protocol: connections closed by HEADER_TIMEOUT
         exported = CollectorRegistry()
         exported.register(_WithRequestTotals(REGISTRY))  # the app's own metrics are in REGISTRY too
+        pid = os.getpid()
+        exported.register(ResourceMetrics(lambda: [(0, pid)], Cgroup()))  # the one process is worker 0
         start_http_server(settings.metrics_port, addr=settings.host, registry=exported)
-    app = Observed(app, access_log, metrics) if access_log or metrics else app
+    if access_log or metrics:
+        app = Observed(app, access_log, metrics, settings.access_log_probes)
     if os.environ.get("ASGI_LAUNCHER_RELOAD") == "1":  # a development server: no TIMEOUT
         return app
     return watchdog.watch(app, settings.timeout)  # TIMEOUT without a Gunicorn master
@@ -152,6 +166,7 @@ def _serve(reload: bool) -> None:
         timeout_keep_alive=settings.keepalive,
         timeout_graceful_shutdown=settings.graceful_timeout or None,
         limit_max_requests=settings.max_requests or None,
+        root_path=settings.root_path,
         # Gunicorn's default limits; a module-level class, which --reload can pickle for its process.
         **({"http": LimitedHttpToolsProtocol} if has_httptools() and compat.ours_supported() else {}),
     )

@@ -130,6 +130,16 @@ def check_worker_class(worker_class: str) -> None:
         )
 
 
+def check_logging_conf(value: str | None) -> None:
+    """A LOGGING_CONF module must be importable (looked for, not run: it may import the app's code)."""
+    if value and not value.endswith((".json", ".py")) and not module_exists(value):
+        raise ConfigError(
+            f"LOGGING_CONF={value!r} is not valid: module {value!r} cannot be imported from "
+            f"{os.getcwd()} or PYTHONPATH (expected a .json file, a .py file, or a module defining "
+            "LOGGING_CONFIG)"
+        )
+
+
 def check_hosts(settings: Settings, env: Mapping[str, str]) -> None:
     """Names that do not resolve fail here, not after the pre-start script and five retries in Gunicorn."""
     for address in settings.bind.split(","):
@@ -180,6 +190,7 @@ def make_plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> Plan:
     app_module = find_app_module(env, app_root)
     conf = find_config(env, app_root)
     check_worker_class(settings.worker_class)
+    check_logging_conf(settings.logging_conf)
     check_hosts(settings, env)
     json_logs = settings.log_format == "json"
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Container health: GET $HEALTHCHECK_PATH on the local server; healthy on any status below 500, so
 # a 404 still proves that the server is up and the app loaded. An empty HEALTHCHECK_PATH disables it.
-# Plain bash (/dev/tcp): slim images need no curl, and a probe costs a few milliseconds.
+# Plain bash (/dev/tcp): slim images need no curl, and a probe costs a few milliseconds. The server
+# knows these requests by their user agent on loopback: out of the access log unless
+# ACCESS_LOG_PROBES=true, counted apart in the metrics (http_healthcheck_duration_seconds).
 # In the image this file is /usr/local/bin/healthcheck.
 set -euo pipefail
 
@@ -23,7 +25,7 @@ case $host in
 esac
 
 exec 3<>"/dev/tcp/$host/$port"
-printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nUser-Agent: healthcheck\r\n\r\n' "$path" >&3
+printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nUser-Agent: asgi-server-healthcheck\r\n\r\n' "$path" >&3
 status=
 read -r -t 5 _ status _ <&3 || true
 case $status in

@@ -9,6 +9,7 @@ from proc import REPO, START, Launched
 
 SEED_APP = (REPO / "app" / "main.py").read_text()
 PROBE_APP = (REPO / "tests" / "apps" / "probe.py").read_text()
+OPS_APP = (REPO / "tests" / "apps" / "ops.py").read_text()
 
 
 def write(path: Path, text: str, mode: int | None = None) -> Path:
@@ -130,3 +131,9 @@ def run_container(engine):
     yield _run
     for container in started:
         container.remove()
+
+
+@pytest.fixture(scope="session")
+def ops_image(derive):
+    """The base image with tests/apps/ops.py as its app (statuses, slow and blocking requests, a leak)."""
+    return derive({"app/app/__init__.py": "", "app/app/main.py": OPS_APP})

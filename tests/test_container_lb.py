@@ -1,4 +1,5 @@
-"""The compose profile "lb": replicas behind nginx terminating TLS, on a real engine."""
+"""The compose profile "lb": replicas behind nginx terminating TLS, on a real engine; the app under a
+path prefix there too (ROOT_PATH)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dockerutil import compose as run_compose
 from proc import REPO, free_port
 
 REPLICAS = 3
+PREFIX = "/api"  # ROOT_PATH: the proxy serves the app under it too, stripping it on the way in
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,7 @@ def lb(engine):
         # Its own subnet, so that parallel runs and the default do not collide.
         "LB_SUBNET": subnet,
         "PROXY_IP": proxy_ip,
+        "ROOT_PATH": PREFIX,
     }
 
     def compose(*args):
@@ -89,7 +92,7 @@ def test_requests_spread_over_every_replica_with_https_and_the_real_client(lb):
             assert client.get(f"{lb['url']}/items/{i}").json() == {"item_id": i, "q": None}
     counts = {}
     for cid in replica_ids(lb):
-        entries = [e for e in access_entries(cid) if e["path"].startswith("/items/")]
+        entries = [e for e in access_entries(cid) if e["route"] == "/items/{item_id}"]
         counts[cid[:12]] = len(entries)
         for entry in entries:
             assert entry["scheme"] == "https"  # X-Forwarded-Proto from the trusted proxy
@@ -97,6 +100,25 @@ def test_requests_spread_over_every_replica_with_https_and_the_real_client(lb):
             assert not entry["client"].startswith(lb["proxy_ip"] + ":"), entry
     assert sum(counts.values()) == 60
     assert all(count > 0 for count in counts.values()), counts
+
+
+def test_the_app_and_its_docs_under_a_path_prefix(lb):
+    """tiangolo-fastapi-docker#55: behind a proxy that strips a prefix, links and the docs keep it."""
+    with httpx.Client(verify=False) as client:  # noqa: S501 - the proxy's self-signed certificate
+        assert client.get(f"{lb['url']}{PREFIX}/items/4141").json() == {"item_id": 4141, "q": None}
+        docs = client.get(f"{lb['url']}{PREFIX}/docs")
+        assert docs.status_code == 200
+        assert f"'{PREFIX}/openapi.json'" in docs.text  # what the browser fetches next, through the proxy
+        schema = client.get(f"{lb['url']}{PREFIX}/openapi.json").json()
+        assert schema["servers"] == [{"url": PREFIX}]
+        assert "/items/{item_id}" in schema["paths"]
+    entries = [
+        e
+        for cid in replica_ids(lb)
+        for e in access_entries(cid)
+        if e["route"] == "/items/{item_id}" and e["path"].endswith("/items/4141")
+    ]
+    assert [e["path"] for e in entries] == [f"{PREFIX}/items/4141"]
 
 
 def test_plain_http_is_redirected_to_https(lb):
