@@ -8,9 +8,9 @@ import time
 
 import httpx
 import pytest
+from clients import record
 from conftest import PROBE_APP
 from dockerutil import docker
-from load import record
 from proc import wait_for
 from test_hardening import SlowHeads, count_per_worker, fetch
 

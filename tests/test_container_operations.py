@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import httpx
 import psutil
+from clients import Load, record
 from dockerutil import HARDENED, docker
-from load import Load, record
 from proc import wait_for
 from prometheus_client.parser import text_string_to_metric_families
 

@@ -17,7 +17,7 @@ import time
 
 import httpx
 import pytest
-from load import record
+from clients import record
 from proc import wait_for
 from test_observability import scrape, total
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from clients import Load, record
 from conftest import OPS_APP, write
-from load import Load, record
 from proc import REPO, wait_for
 from test_observability import scrape, total
 
