@@ -130,10 +130,11 @@ def test_prometheus_reads_what_a_known_load_implies(stack):
         ("/status/{code}", "500"): 21,
         ("/slow", "200"): 13,
     }
-    # Rates: over the last minute, which holds the whole run; Prometheus extrapolates to the
-    # window's edges by up to half a scrape interval, hence the tolerance.
+    # Rates: over the last minute, which holds the whole run. Prometheus extrapolates the samples'
+    # span by up to half a scrape interval at each end: a load that lasted a few seconds reads up to
+    # a quarter higher (205.7 for 186 was seen), never twice, never nothing.
     increase = scalar(stack, f'sum(increase(http_requests_total{{job="{JOB}"}}[1m]))')
-    assert len(paths) * 0.9 <= increase <= expected * 1.1, increase
+    assert len(paths) * 0.9 <= increase <= expected * 1.25, increase
 
     # The recording rules, evaluated every second: once they have seen the whole load.
     def recorded(name: str, low: float, high: float) -> None:
@@ -143,7 +144,7 @@ def test_prometheus_reads_what_a_known_load_implies(stack):
         except AssertionError:
             raise AssertionError(f"{name} = {scalar(stack, expr)}, expected [{low}, {high}]") from None
 
-    recorded("job:http_requests:rate1m", len(paths) * 0.85 / 60, expected * 1.15 / 60)
+    recorded("job:http_requests:rate1m", len(paths) * 0.85 / 60, expected * 1.25 / 60)
     recorded("job:http_request_errors:ratio_rate1m", 21 / expected * 0.85, 21 / expected * 1.15)
     p99_expr = f'job_route:http_request_duration_seconds:p99_1m{{job="{JOB}"}}'
     p99 = wait_for(lambda: (p := by(stack, p99_expr, "route")) and p.get("/slow", 0) > 0.25 and p, 15, "p99")
