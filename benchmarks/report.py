@@ -18,6 +18,12 @@ START_REFERENCE = "tiangolo"
 GOAL_SERVER = "ours"
 STOP_GOAL_S = 0.15
 MB = 1024 * 1024
+NARROWING = (
+    "A goal within noise is neither met nor missed in this run: its interval straddles the target. More"
+    " rounds of that level alone narrow it, e.g. `benchmarks/run.py --concurrency 1 --paths / --rounds 15"
+    " --no-container` (the interval shrinks roughly with the square root of the rounds); a goal not"
+    " judged had fewer than 3 rounds."
+)
 
 
 def is_peer(name: str) -> bool:
@@ -325,6 +331,7 @@ def markdown(results: dict) -> str:
         out += _table(
             ["goal", "against", "measured [95 % interval]", "per-round range", "verdict"], goal_rows(results)
         )
+        out += [NARROWING, ""]
 
     for path in settings["paths"]:
         for level in map(str, settings["concurrency"]):

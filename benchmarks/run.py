@@ -1,7 +1,7 @@
 """Benchmark this project's launcher against the usual ways of serving the same FastAPI app.
 
-    .venv/bin/python benchmarks/run.py                              full run, about 45 minutes on 2 cores
-    .venv/bin/python benchmarks/run.py --quick --no-container       smoke run, about a minute
+    .venv/bin/python benchmarks/run.py                              full run, about 40 minutes on 2 cores
+    .venv/bin/python benchmarks/run.py --quick --no-container       smoke run, about 2 minutes
     .venv/bin/python benchmarks/run.py --servers ours,uvicorn --concurrency 1 --paths / --no-container
     .venv/bin/python benchmarks/run.py --servers ours,ours-stock-worker,ours-pinned,tiangolo,uvicorn
 
@@ -459,6 +459,8 @@ def print_goals(results: dict) -> None:
         goal, against, measured, spread, verdict = row
         against = f" ({against})" if against else ""
         print(f"   {goal}{against}: {measured} / {spread or '-'}: {verdict.strip('*')}")
+    if any(goal["verdict"] == "within noise" for goal in results["goals"]):
+        print(f"   {report.NARROWING}")
 
 
 if __name__ == "__main__":
