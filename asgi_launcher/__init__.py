@@ -1,1 +1,3 @@
-"""Configuration logic of the image: small pure functions, used by gunicorn_conf.py and start.sh."""
+"""The image's launcher: what /start.sh decides (start.py, settings.py, user.py, compat.py), the Gunicorn
+worker and Uvicorn protocol (workers.py, protocol.py), and what every request and process reports
+(observe.py, metrics.py, logs.py, output.py). docs/design.md has the map."""

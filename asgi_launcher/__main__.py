@@ -2,8 +2,8 @@
 
 - ``plan PID [--reload | --prestart-only | --after-prestart]``: what start.sh does, as shell code to
   ``eval`` (asgi_launcher.start); a bad setting prints one line and exits with status 2.
-- ``as-app-user START_SH [ARGS]``: started as root, switch to APP_USER and run start.sh again
-  (asgi_launcher.user).
+- ``start START_SH [ARGS]``: what start.sh runs first: the switch from root (asgi_launcher.user), the
+  checks, then the server, or start.sh again with the plan when a pre-start script is to be sourced.
 - ``gunicorn ARGS``: Gunicorn, as start.sh execs it (asgi_launcher.master).
 - ``serve [--reload]``: one Uvicorn process (PROCESS_MANAGER=uvicorn, start-reload.sh).
 - ``json-lines PID stdout|stderr``: the pre-start script's output as JSON log lines.
@@ -19,7 +19,7 @@ from asgi_launcher.settings import ConfigError
 
 USAGE = (
     "usage: python -m asgi_launcher plan PID [--reload|--prestart-only|--after-prestart] | "
-    "as-app-user START_SH [ARGS] | gunicorn ARGS | serve [--reload] | json-lines PID stdout|stderr | "
+    "start START_SH [ARGS] | gunicorn ARGS | serve [--reload] | json-lines PID stdout|stderr | "
     "settings-table"
 )
 
@@ -31,10 +31,10 @@ def main(argv: list[str]) -> int:
             from asgi_launcher.start import plan
 
             sys.stdout.write(plan(os.environ, args[1:], int(args[0])))
-        elif command == "as-app-user" and args:
-            from asgi_launcher.user import as_app_user
+        elif command == "start" and args:
+            from asgi_launcher.start import start
 
-            as_app_user(args, dict(os.environ))
+            return start(args[0], args[1:])
         elif command == "gunicorn":
             from asgi_launcher.master import run
 

@@ -8,6 +8,7 @@ one line, not with a raw HaltServer traceback and status 1 (a race in Gunicorn's
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 
@@ -25,6 +26,9 @@ def run(args: list[str]) -> int:
         output = JsonOutput()
     # Gunicorn re-executes sys.argv on USR2 (binary upgrade): the plain gunicorn command.
     sys.argv = [shutil.which("gunicorn") or "gunicorn", *args]
+    # The process name its own command has, for `pgrep gunicorn` and `ps -o comm` (workers inherit it).
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
+        comm.write("gunicorn")
     try:
         WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
     except HaltServer as halt:

@@ -302,9 +302,18 @@ REGISTRY: tuple[Setting, ...] = (
         whole(0),
         120,
         "`120`",
-        "Seconds a worker may go without a heartbeat (blocked loop) before it is replaced; 0: never.",
+        "Seconds a worker may go without a heartbeat (blocked loop) before it is replaced (one process: "
+        "exits 1 for the orchestrator); 0: never.",
     ),
     Setting("GRACEFUL_TIMEOUT", whole(0), 120, "`120`", "Seconds in-flight requests get after SIGTERM."),
+    Setting(
+        "HEADER_TIMEOUT",
+        whole(0),
+        10,
+        "`10`",
+        "Seconds a client may take to send a request head; past it the connection is closed (408).",
+        origin="new",
+    ),
     Setting(
         "BOOT_TIMEOUT",
         whole(0),

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 
-from asgi_launcher import compat
+from asgi_launcher import compat, watchdog
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, json_logs, report
@@ -24,7 +24,7 @@ from asgi_launcher.observe import (
     json_line,
     uvicorn_line,
 )
-from asgi_launcher.protocol import LimitedHttpToolsProtocol, has_httptools
+from asgi_launcher.protocol import LimitedHttpToolsProtocol, count_head_timeouts, has_httptools
 from asgi_launcher.settings import Settings, Sizing, parse_address
 
 ACCESS_LOGGER = "asgi_launcher.access"
@@ -97,10 +97,14 @@ def build_app():
         from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
 
         metrics = RequestMetrics(registry=REGISTRY)
+        count_head_timeouts(REGISTRY)  # asgi_launcher.protocol: connections closed by HEADER_TIMEOUT
         exported = CollectorRegistry()
         exported.register(_WithRequestTotals(REGISTRY))  # the app's own metrics are in REGISTRY too
         start_http_server(settings.metrics_port, addr=settings.host, registry=exported)
-    return Observed(app, access_log, metrics) if access_log or metrics else app
+    app = Observed(app, access_log, metrics) if access_log or metrics else app
+    if os.environ.get("ASGI_LAUNCHER_RELOAD") == "1":  # a development server: no TIMEOUT
+        return app
+    return watchdog.watch(app, settings.timeout)  # TIMEOUT without a Gunicorn master
 
 
 def serve(reload: bool) -> None:

@@ -14,6 +14,7 @@ import shlex
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.logs import json_entry
@@ -162,40 +163,92 @@ def server_command(
     return [sys.executable, "-m", "asgi_launcher", "gunicorn", *worker, "-c", conf, app_module]
 
 
-def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
-    """The shell code start.sh evaluates. ``--after-prestart``: the pre-start script exported something."""
-    after_prestart = "--after-prestart" in args
+class Plan(NamedTuple):
+    exports: dict[str, str]  # APP_MODULE, GUNICORN_CONF
+    unset: list[str]
+    json_logs: bool
+    said: list[str]  # tiangolo's lines about the pre-start script, formatted for the log
+    prestart: str | None  # PRE_START_PATH, None after the pre-start script ran
+    run_prestart: bool
+    command: list[str]  # empty: --prestart-only
+
+
+def make_plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> Plan:
+    """Every check, and what start.sh runs. ``--after-prestart``: the pre-start script exported something."""
     app_root = read(env, "APP_ROOT")
     settings = Settings.from_env(env, read_limits())
     app_module = find_app_module(env, app_root)
     conf = find_config(env, app_root)
     check_worker_class(settings.worker_class)
     check_hosts(settings, env)
+    json_logs = settings.log_format == "json"
 
-    lines = [f"export APP_MODULE={shlex.quote(app_module)} GUNICORN_CONF={shlex.quote(conf)}"]
-    lines += [f"unset {name}" for name in UNSET_WHEN_EMPTY if name in env and not env[name].strip()]
-    lines.append(f"json_logs={'1' if settings.log_format == 'json' else ''}")
-
-    def say(message: str) -> None:
-        if settings.log_format == "json":
-            message = json_entry("start.sh", "info", message, pid=pid)
-        lines.append(f"printf '%s\\n' {shlex.quote(message)}")
-
-    if not after_prestart:
-        # PRE_START_PATH stays set for the script, which tiangolo's template prints.
+    said, path, run = [], None, False
+    if "--after-prestart" not in args:
         path = env.get("PRE_START_PATH", os.path.join(app_root, "prestart.sh"))
-        run = False
         if not path.strip():
-            say("Pre-start step disabled (PRE_START_PATH is empty)")
+            said.append("Pre-start step disabled (PRE_START_PATH is empty)")
         else:
-            say(f"Checking for script in {path}")
             run = os.path.isfile(path)
-            say(f"Running script {path}" if run else f"There is no script {path}")
-        lines.append(f"PRE_START_PATH={shlex.quote(path)} run_prestart={'1' if run else ''}")
+            said += [
+                f"Checking for script in {path}",
+                f"Running script {path}" if run else f"There is no script {path}",
+            ]
+        if json_logs:
+            said = [json_entry("start.sh", "info", line, pid=pid) for line in said]
+    command = (
+        []
+        if "--prestart-only" in args
+        else server_command(settings, env, app_module, conf, "--reload" in args)
+    )
+    return Plan(
+        exports={"APP_MODULE": app_module, "GUNICORN_CONF": conf},
+        unset=[name for name in UNSET_WHEN_EMPTY if name in env and not env[name].strip()],
+        json_logs=json_logs,
+        said=said,
+        prestart=path,
+        run_prestart=run,
+        command=command,
+    )
 
-    if "--prestart-only" in args:
-        command = []
-    else:
-        command = server_command(settings, env, app_module, conf, reload="--reload" in args)
-    lines.append("server=(" + " ".join(shlex.quote(part) for part in command) + ")")
+
+def shell(plan: Plan) -> str:
+    """The plan as shell code for start.sh to ``eval`` (its log lines are printed by Python)."""
+    lines = ["export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in plan.exports.items())]
+    lines += [f"unset {name}" for name in plan.unset]
+    lines.append(f"json_logs={'1' if plan.json_logs else ''}")
+    if plan.prestart is not None:  # PRE_START_PATH stays set for the script, which tiangolo's template prints
+        lines.append(
+            f"PRE_START_PATH={shlex.quote(plan.prestart)} run_prestart={'1' if plan.run_prestart else ''}"
+        )
+    lines.append("server=(" + " ".join(shlex.quote(part) for part in plan.command) + ")")
     return "\n".join(lines) + "\n"
+
+
+def start(start_sh: str, args: Sequence[str]) -> int:
+    """``/start.sh`` as Python: switch from root, check everything, then exec the server, or go back
+    to start.sh with the plan when there is a pre-start script to source (its exports must reach the
+    server). The process keeps its pid: the server it becomes is the container's main process."""
+    env = dict(os.environ)
+    if os.geteuid() == 0:
+        from asgi_launcher.user import switch
+
+        switch(env)
+    plan = make_plan(env, args, os.getpid())
+    for line in plan.said:
+        print(line, flush=True)
+    if plan.run_prestart:
+        env["ASGI_LAUNCHER_PLAN"] = shell(plan)
+        os.execve(start_sh, [start_sh, *args], env)  # noqa: S606 - start.sh again, to source the script
+    env.update(plan.exports)
+    for name in plan.unset:
+        env.pop(name, None)
+    if not plan.command:
+        return 0
+    os.execve(plan.command[0], plan.command, env)  # noqa: S606 - the server, chosen above
+    return 1  # not reached
+
+
+def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
+    """``plan PID --after-prestart``: what start.sh evaluates again when the pre-start script exported."""
+    return shell(make_plan(env, args, pid))

@@ -1,10 +1,10 @@
 """Started as root (tiangolo's default: no USER in the Dockerfile), the app still runs as APP_USER.
 
-``python -m asgi_launcher as-app-user /start.sh ARGS`` runs first when /start.sh starts as root. It
+``switch`` runs first when /start.sh starts as root, in the Python process that plans the start. It
 gives empty root-owned volumes to the app user (as the official database images do with their data
 directory: a fresh named volume is root's, and the app could not write to it), then switches user
-and group for good and runs /start.sh again: the pre-start script, the server and the app never run
-as root. ``APP_USER=root`` keeps tiangolo's root run time. Without the SETUID/SETGID capabilities
+and group for good: the pre-start script, the server and the app never run as root.
+``APP_USER=root`` keeps tiangolo's root run time. Without the SETUID/SETGID capabilities
 (``--cap-drop ALL``) the switch is impossible: one line says how to start instead.
 """
 
@@ -15,7 +15,6 @@ import grp
 import os
 import pwd
 import stat
-from collections.abc import Sequence
 from typing import NamedTuple
 
 from asgi_launcher.cgroups import parse_mountinfo
@@ -25,7 +24,6 @@ DEFAULT_UID = 10001
 CAP_SETGID, CAP_SETUID = 6, 7
 # Mounts of the runtime itself, never the app's volumes.
 SYSTEM_PREFIXES = ("/proc", "/sys", "/dev", "/run/secrets", "/etc/")
-MARKER = "ASGI_LAUNCHER_USER"  # set for the second run of /start.sh: the switch is done
 
 
 class User(NamedTuple):
@@ -109,18 +107,19 @@ def switch_environment(env: dict[str, str], user: User) -> None:
             env["PATH"] = "/root/.local/bin:" + env.get("PATH", "")
 
 
-def as_app_user(argv: Sequence[str], env: dict[str, str]) -> None:
-    """Switch to APP_USER and exec ``argv`` (start.sh and its arguments). Does not return."""
+def switch(env: dict[str, str]) -> None:
+    """Become APP_USER for good (this process and all it starts), unless APP_USER is root."""
     from asgi_launcher.logs import report
 
     app_user = read(env, "APP_USER")
     if app_user == "root":
-        env[MARKER] = "root"
-        os.execve(argv[0], list(argv), env)  # noqa: S606 - start.sh itself, as root by choice
+        return
     user = resolve(app_user)
+    if user.uid == 0:
+        return
     with open("/proc/self/status") as status:
         caps = capabilities(status.read())
-    if user.uid != 0 and not can_switch(caps):
+    if not can_switch(caps):
         raise ConfigError(
             "the container started as root without the SETUID and SETGID capabilities (--cap-drop ALL), "
             f"so the app cannot switch to UID {user.uid}: start it as that user "
@@ -135,8 +134,6 @@ def as_app_user(argv: Sequence[str], env: dict[str, str]) -> None:
                 continue
             report("info", f"gave the empty volume {point} to UID {user.uid} (it was root's)")
     switch_environment(env, user)
-    env[MARKER] = f"{user.uid}:{user.gid}"
     os.setgroups([])
     os.setresgid(user.gid, user.gid, user.gid)
     os.setresuid(user.uid, user.uid, user.uid)
-    os.execve(argv[0], list(argv), env)  # noqa: S606 - start.sh again, as the app user

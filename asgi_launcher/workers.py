@@ -1,48 +1,95 @@
 """The default Gunicorn worker: ``uvicorn_worker.UvicornWorker`` with what it gets wrong put right.
 
+It hooks in only where Gunicorn documents a worker may (``init_signals``, ``load_wsgi``, ``run``,
+``notify``) and reads ``uvicorn_worker``'s ``config``; tests/test_upstream.py fails by name when one of
+these goes away upstream, and runs uvicorn-worker's own tests against this class.
+
 - Quick stop: on SIGINT or SIGQUIT the master asks its workers for a quick exit with SIGQUIT. The
   stock worker only flipped Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so each
   worker kept serving until ``graceful_timeout`` (120 s by default) ran out and it was killed. Here
-  the server drops its connections and exits at once. SIGTERM keeps its meaning.
-- Request limits: Gunicorn's ``limit_request_*`` settings are enforced (httptools has no limits).
+  the worker closes the connections of unfinished requests (no invented 500), says how many in one
+  line, and exits at once. SIGTERM keeps its meaning.
+- Request limits and a head timeout (HEADER_TIMEOUT): see asgi_launcher.protocol.
+- GRACEFUL_TIMEOUT honoured by the worker itself: requests still running near its end are closed and
+  counted in one line, and the worker exits before the master kills it (it used to vanish silently).
 - A bounded boot: Gunicorn (>= 21) never applies TIMEOUT before a worker's first heartbeat, so an
   import or a lifespan startup that hangs kept a worker that never served. ``boot_timeout`` (from
-  BOOT_TIMEOUT, set by the config's post_fork hook) bounds the import plus the startup; past it the
-  worker says so in one line and exits, and the master starts another. A slow model load within the
-  bound is fine, whatever TIMEOUT is (tiangolo's Gunicorn 20 killed it after TIMEOUT, forever).
+  BOOT_TIMEOUT, set by the config's post_fork hook) bounds the import plus the startup, up to the
+  first heartbeat; past it the worker says so in one line and exits, and the master starts another.
+  A slow model load within the bound is fine, whatever TIMEOUT is (tiangolo's Gunicorn 20 killed it
+  after TIMEOUT, forever).
 - Timeouts explained: when the master aborts a worker whose heartbeat stopped (TIMEOUT), the worker
   logs one line saying what it was serving, instead of dying silently.
 - No double close: Uvicorn gets the plain listening sockets, not Gunicorn's wrappers, which uvloop
   closed and the wrapper closed again ("Error while closing socket [Errno 9] Bad file descriptor").
+
+The module imports without uvicorn-worker (``UNAVAILABLE`` then says why), so that a launcher can
+fall back to another worker class rather than fail on import.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import signal
 import sys
 import threading
 import time
 
-import uvicorn_worker
 from gunicorn.arbiter import Arbiter
-from uvicorn.server import Server
 
-from asgi_launcher.protocol import has_httptools, with_limits
+from asgi_launcher import protocol
+
+try:
+    from uvicorn_worker import UvicornWorker as _StockWorker
+
+    UNAVAILABLE: str | None = None
+except ImportError as error:  # an image that pins Uvicorn without uvicorn-worker
+    from gunicorn.workers.base import Worker as _StockWorker
+
+    UNAVAILABLE = f"uvicorn-worker cannot be imported ({error})"
 
 
-class UvicornWorker(uvicorn_worker.UvicornWorker):
+def calling_server():
+    """The Uvicorn server whose tick is calling us (the heartbeat comes from ``Server.on_tick``), or None.
+
+    uvicorn-worker keeps its server in a local variable; the call stack is the one place to find it
+    without relying on a private name."""
+    from uvicorn.server import Server
+
+    frame = inspect.currentframe()
+    while frame is not None:
+        if isinstance(frame.f_locals.get("self"), Server):
+            return frame.f_locals["self"]
+        frame = frame.f_back
+    return None
+
+
+class UvicornWorker(_StockWorker):
     boot_timeout = 0  # seconds; 0 keeps Gunicorn's behaviour (no bound)
-    _server: Server | None = None
+    _booted = False
+    _quick = False
+    _main_task: asyncio.Task | None = None
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.config.http == "auto" and has_httptools():
-            cfg = self.cfg
-            self.config.http = with_limits(
-                cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size
+        cfg = self.cfg
+        try:
+            header_timeout = protocol.read_header_timeout(os.environ)
+        except protocol.ConfigError as error:  # refused by the start's checks already
+            self.log.error("%s", error)
+            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        if self.config.http == "auto" and protocol.has_httptools():
+            self.config.http = protocol.with_limits(
+                cfg.limit_request_line,
+                cfg.limit_request_fields,
+                cfg.limit_request_field_size,
+                header_timeout,
             )
+        # Uvicorn waits for requests without bound on a graceful stop; the master kills the worker at
+        # graceful_timeout. The protocol closes what is left a little before, and says so.
+        self.config.timeout_graceful_shutdown = cfg.graceful_timeout
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -53,10 +100,60 @@ class UvicornWorker(uvicorn_worker.UvicornWorker):
             threading.Thread(target=self._watch_boot, name="boot-watchdog", daemon=True).start()
         super().load_wsgi()
 
+    def run(self) -> None:
+        self.sockets = [getattr(listener, "sock", listener) for listener in self.sockets]
+        if getattr(getattr(self, "wsgi", None), "metrics", None) is not None:  # observe.Observed
+            protocol.count_head_timeouts()
+        try:
+            super().run()
+        except asyncio.CancelledError:
+            if not self._quick:
+                raise
+
+    def notify(self) -> None:
+        """The heartbeat, which Uvicorn's server sends once started (Gunicorn's documented contract).
+        The first one ends the boot: the watchdog stands down, the quick stop is armed, and MAX_REQUESTS
+        learns how to stop accepting connections."""
+        super().notify()
+        if not self._booted:
+            self._booted = True
+            self._arm_quick_stop()
+            self._arm_request_limit(calling_server())
+
+    @staticmethod
+    def _arm_request_limit(server) -> None:
+        limit = getattr(server, "limit_max_requests", None)  # with Uvicorn's own jitter, as it checks it
+        if not limit:
+            return
+
+        def stop_accepting() -> None:
+            for listener in getattr(server, "servers", ()):  # asyncio.Server objects: close() is public
+                listener.close()
+
+        protocol.PROCESS.request_limit = limit
+        protocol.PROCESS.stop_accepting = stop_accepting
+
+    def _arm_quick_stop(self) -> None:
+        try:
+            self._main_task = asyncio.current_task()
+        except RuntimeError:  # not called from the server's loop: leave the stock SIGQUIT handling
+            return
+        if self._main_task is None:
+            return
+        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quick_stop)
+        if not self.alive:  # SIGQUIT came during startup (the stock handler only cleared `alive`)
+            self._quick_stop()
+
+    def _quick_stop(self) -> None:
+        self.alive = False
+        self._quick = True
+        protocol.abandon("quick stop", cancel_tasks=False)
+        self._main_task.cancel()  # the server's task: asyncio.run then cancels the requests' tasks
+
     def _watch_boot(self) -> None:
         deadline = time.monotonic() + self.boot_timeout
         while time.monotonic() < deadline:
-            if self._server is not None and self._server.started:
+            if self._booted:
                 return
             time.sleep(0.1)
         self.log.error(
@@ -68,35 +165,15 @@ class UvicornWorker(uvicorn_worker.UvicornWorker):
         )
         os._exit(1)
 
-    async def _serve(self) -> None:
-        self.config.app = self.wsgi
-        server = self._server = Server(config=self.config)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGQUIT, self._quick_exit, server)
-        await server.serve(sockets=[getattr(listener, "sock", listener) for listener in self.sockets])
-        if not server.started:
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
-
-    def _quick_exit(self, server: Server) -> None:
-        self.alive = False
-        server.should_exit = True
-        server.force_exit = True
-
     def _timed_out(self, sig, frame) -> None:
         """SIGABRT from the master: no heartbeat for TIMEOUT seconds. Say why, then go."""
-        in_flight = getattr(getattr(self, "wsgi", None), "in_flight", None)
-        serving = ", ".join(sorted(x.request_line for x in in_flight)) if in_flight else "no tracked request"
+        unfinished = protocol.in_flight()
         self.log.critical(
             "Worker (pid:%s) timed out: no heartbeat for %ss (its event loop was blocked or busy); "
             "serving: %s",
             os.getpid(),
             self.cfg.timeout,  # self.timeout is half of it: the heartbeat interval
-            serving,
+            protocol.describe(unfinished) if unfinished else "no tracked request",
         )
         self.cfg.worker_abort(self)
         os._exit(1)
-
-
-class UvicornH11Worker(UvicornWorker):
-    """The same with the pure-Python h11 parser and asyncio loop, for platforms without uvloop/httptools."""
-
-    CONFIG_KWARGS = uvicorn_worker.UvicornH11Worker.CONFIG_KWARGS

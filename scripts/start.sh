@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # /start.sh, compatible with tiangolo's: same variables, same log lines. Python decides (`python -m
-# asgi_launcher plan`: the app module, the config, every setting checked, the command); this script
-# sources the pre-start script and execs the server, which then receives the container's signals.
+# asgi_launcher start`: the switch from root, the app module, the config, every setting checked, the
+# command) and execs the server, which then receives the container's signals. When there is a
+# pre-start script, it comes back here with its plan: the script is sourced by this shell, so that
+# its exports reach the server, which this shell then execs.
 #   /start.sh                  Gunicorn with Uvicorn workers (one Uvicorn with PROCESS_MANAGER=uvicorn)
 #   /start.sh --reload         the development server (/start-reload.sh)
 #   /start.sh --prestart-only  the pre-start script alone (a Kubernetes init container, a migration job)
@@ -9,15 +11,12 @@
 [ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -euo pipefail
 
-# Started as root (no USER in the Dockerfile, as with tiangolo's image): become APP_USER first, so
-# that nothing of the app, its pre-start script included, runs as root.
-if [ "$EUID" = 0 ] && [ -z "${ASGI_LAUNCHER_USER:-}" ]; then
-  exec python -m asgi_launcher as-app-user "$0" "$@"
+if [ -z "${ASGI_LAUNCHER_PLAN:-}" ]; then
+  exec python -m asgi_launcher start "$0" "$@"  # a bad setting stops there: one line, status 2
 fi
-
 run_prestart='' json_logs='' server=()
-plan=$(python -m asgi_launcher plan "$$" "$@")  # a bad setting stops here: one line, status 2
-eval "$plan"
+eval "$ASGI_LAUNCHER_PLAN"
+unset ASGI_LAUNCHER_PLAN
 
 # The pre-start script is sourced, as in tiangolo's image, so that its exports reach the server, under
 # plain `set -e` as there. With LOG_FORMAT=json its output becomes JSON lines, stdout and stderr apart.
@@ -35,7 +34,7 @@ prestart_failed() {
   unwrap
   exit "$status"
 }
-if [ -n "$run_prestart" ]; then
+if [ -n "$run_prestart" ]; then  # always, when Python came back here
   if [ -n "$json_logs" ]; then
     exec 3>&1 4>&2
     exec > >(python -m asgi_launcher json-lines "$$" stdout)

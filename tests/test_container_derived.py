@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 
+import httpx
 from conftest import SEED_APP, write
 from proc import REPO, startup_json, wait_for
 
@@ -158,3 +159,53 @@ def test_start_script_run_by_sh_as_some_entrypoints_do(images, run_container):
     c = run_container(images["base"], command=["sh", "/start.sh"])
     assert c.wait_ready().status_code == 200
     assert startup_json(c.logs())["worker_class"] == "asgi_launcher.workers.UvicornWorker"
+
+
+DOCTOR_APP = """\
+import os
+
+from fastapi import FastAPI
+
+app = FastAPI()
+
+
+@app.post("/save")
+def save():
+    with open("/app/data/saved.txt", "w") as out:  # a directory the Dockerfile copied: root's
+        out.write("x")
+    return {"saved": True}
+
+
+@app.post("/save-here")
+def save_here():
+    with open("saved.txt", "w") as out:  # /app itself: the app user's
+        out.write("x")
+    return {"saved": True}
+"""
+
+
+def test_a_write_where_the_app_user_may_not_gets_one_line_of_advice(derive, run_container):
+    image = derive({"app/main.py": DOCTOR_APP, "app/data/.keep": ""})
+    c = run_container(image)
+    c.wait_ready("/docs")
+    assert httpx.post(c.url + "/save-here").json() == {"saved": True}  # the control: /app is writable
+    assert httpx.post(c.url + "/save").status_code == 500
+    wait_for(lambda: "HINT:" in c.logs(), 10, "the advice")
+    logs = c.logs()
+    assert (
+        "HINT: the app runs as UID 10001, not root as in tiangolo's image, and may not write "
+        "/app/data/saved.txt: give it that path in your Dockerfile (RUN chown 10001 /app/data/saved.txt)"
+    ) in logs
+    assert (
+        "PermissionError: [Errno 13] Permission denied: '/app/data/saved.txt'" in logs
+    )  # the traceback stays
+
+
+def test_an_app_missing_a_package_gets_one_line_of_advice(derive, run_container):
+    c = run_container(
+        derive({"app/main.py": "import humanize\nfrom fastapi import FastAPI\napp = FastAPI()\n"})
+    )
+    assert c.wait_exit() == 3
+    logs = c.logs()
+    assert "HINT: 'humanize' is not installed: add the package that provides it to your requirements" in logs
+    assert "ModuleNotFoundError: No module named 'humanize'" in logs

@@ -53,6 +53,9 @@ def test_started_as_root_every_process_runs_as_the_app_user(images, run_containe
     c.wait_ready()
     c.wait_workers(2)
     assert {row["uid"] for row in c.processes()} == {APP_UID}
+    # As in tiangolo's image, the master and the workers go by Gunicorn's name (`pgrep gunicorn`).
+    names = docker("exec", c.name, "sh", "-c", "cat /proc/[0-9]*/comm").stdout.split()
+    assert names.count("gunicorn") == 3, names
 
 
 def test_hardened_run_still_serves(images, run_container):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from conftest import write
 from proc import BASE_CONF
 
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError
-from asgi_launcher.start import config_sets_worker_class, module_exists, plan
+from asgi_launcher.start import config_sets_worker_class, make_plan, module_exists, shell
 
 GUNICORN = f"{sys.executable} -m asgi_launcher gunicorn"
 
@@ -55,9 +56,13 @@ def test_module_lookup_runs_no_code_of_the_app(tmp_path, monkeypatch):
     assert "pkg" not in sys.modules
 
 
-def run_plan(root, args=(), **env):
+def plan_of(root, args=(), **env):
     base = {"APP_ROOT": str(root), "BASE_GUNICORN_CONF": str(BASE_CONF), "BIND": "127.0.0.1:8080"}
-    return plan({**base, **env}, list(args), pid=42)
+    return make_plan({**base, **env}, list(args), pid=42)
+
+
+def run_plan(root, args=(), **env):
+    return shell(plan_of(root, args, **env))
 
 
 def shell_values(script: str) -> dict[str, str]:
@@ -109,26 +114,27 @@ def test_process_manager_is_read_once_whatever_its_spaces(app_root, value):
 
 @pytest.mark.parametrize("value", ["json", "json ", " JSON"])
 def test_log_format_is_read_once_whatever_its_spaces(app_root, value):
-    script = run_plan(app_root, LOG_FORMAT=value)
-    values = shell_values(script)
+    values = shell_values(run_plan(app_root, LOG_FORMAT=value))
     assert values["json"] == "1"
-    said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
-    assert said.startswith('{"timestamp"')  # the start lines are JSON too, from the first one
+    said = plan_of(app_root, LOG_FORMAT=value).said
+    assert json.loads(said[0])["message"].startswith("Checking for script in ")  # JSON from the first line
 
 
 def test_pre_start_lines_and_path(app_root):
     write(app_root / "prestart.sh", "echo hi\n")
-    script = run_plan(app_root)
-    said = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True).stdout
-    assert said == f"Checking for script in {app_root}/prestart.sh\nRunning script {app_root}/prestart.sh\n"
-    assert shell_values(script)["prestart"] == f"{app_root}/prestart.sh"
+    assert plan_of(app_root).said == [
+        f"Checking for script in {app_root}/prestart.sh",
+        f"Running script {app_root}/prestart.sh",
+    ]
+    assert shell_values(run_plan(app_root))["prestart"] == f"{app_root}/prestart.sh"
     assert "PRE_START_PATH=" not in run_plan(app_root, ["--after-prestart"])
     assert shell_values(run_plan(app_root, ["--prestart-only"]))["server"] == ""
 
 
 def test_values_with_shell_characters_stay_values(app_root):
-    script = run_plan(app_root, APP_MODULE="app.main:app", PRE_START_PATH="/tmp/$(touch /tmp/x); 'a'.sh")
-    assert shlex.quote("Checking for script in /tmp/$(touch /tmp/x); 'a'.sh") in script
+    path = "/tmp/$(touch /tmp/x); 'a'.sh"
+    script = run_plan(app_root, APP_MODULE="app.main:app", PRE_START_PATH=path)
+    assert f"PRE_START_PATH={shlex.quote(path)} run_prestart=" in script
     assert shell_values(script)["prestart"] == ""
 
 

@@ -96,14 +96,23 @@ def test_sigterm_finishes_the_request_in_flight(probe_app, launch):
 def test_graceful_timeout_bounds_the_wait(probe_app, launch):
     server = launch(probe_app, PROCESS_MANAGER="uvicorn", GRACEFUL_TIMEOUT="1")
     server.wait_ready()
-    threading.Thread(
-        target=lambda: httpx.get(server.url + "/slow?seconds=30", timeout=40), daemon=True
-    ).start()
+    outcome = {}
+
+    def slow_client():
+        try:
+            outcome["status"] = httpx.get(server.url + "/slow?seconds=30", timeout=40).status_code
+        except httpx.HTTPError as error:
+            outcome["error"] = type(error).__name__
+
+    client = threading.Thread(target=slow_client, daemon=True)
+    client.start()
     wait_for(lambda: "slow request started" in server.output, 10, "the slow request")
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     server.wait_exit(20)
     assert time.monotonic() - started < 10  # not the 30 s the request wanted
+    client.join(10)
+    assert outcome == {"error": "RemoteProtocolError"}  # its connection closed, not an invented 500
 
 
 def test_two_binds_are_refused_in_one_process(probe_app, launch):
