@@ -15,9 +15,8 @@ configuration and `uvicorn --workers N --no-access-log`, on the same app as benc
 - start: spawn to first 200, median of interleaved repeats, for our start.sh, for the Gunicorn command
   it ends in run directly (same configuration, no start script), for tiangolo's start script
   (benchmarks/tiangolo_start.sh) and his Gunicorn command alone; plus the parts that only ours runs:
-  the interpreter that start.sh starts as root only to exec itself again (`python -m asgi_launcher
-  as-app-user`, APP_USER=root here), `python -m asgi_launcher plan` (every setting checked, the
-  command decided), and the import of our worker modules.
+  the Python steps of start.sh (`python -m asgi_launcher start`: the switch from root, every check
+  and the plan; APP_USER=root here) and the import of our worker modules.
 - stop: SIGTERM to an idle server, then each process's exit time polled every millisecond, median of
   the repeats: when the workers are gone, and how long the master (or supervisor) takes after its
   last worker; also for granian, the quickest to stop.
@@ -164,8 +163,6 @@ def start_profile(repeats: int, raw: Path) -> dict:
                 starts[label].append(server.wait_first_200(60))
     # What start.sh passes to its Python steps: our server's variables.
     check_env = spawn.clean_env(servers.command("ours", WORKERS, 1)[1])
-    as_user = timed([sys.executable, "-m", "asgi_launcher", "as-app-user", "/bin/true"], check_env, repeats)
-    check = timed([sys.executable, "-m", "asgi_launcher", "plan", "1"], check_env, repeats)
     bare = timed([sys.executable, "-c", "pass"], check_env, repeats)
     imports = {
         module: timed([sys.executable, "-c", f"import {module}"], check_env, repeats) - bare
@@ -174,8 +171,7 @@ def start_profile(repeats: int, raw: Path) -> dict:
     return {
         "first_200_s": {label: statistics.median(values) for label, values in starts.items()},
         "first_200_all_s": starts,
-        "as_app_user_s": as_user,
-        "plan_s": check,
+        "python_steps_s": python_steps(check_env, repeats),
         "interpreter_s": bare,
         "import_s": imports,
     }
@@ -219,6 +215,22 @@ def exit_timeline(server: servers.Running) -> dict:
         "leader_s": leader_exit,
         "leader_after_last_worker_s": leader_exit - workers[-1],
     }
+
+
+def python_steps(env: dict, repeats: int) -> dict[str, float]:
+    """The Python that start.sh runs before the server, each step timed alone: ``start`` (the switch
+    from root, every check, the plan; it then execs start.sh again for the pre-start script, here
+    /bin/true) where the launcher has it, else the older pair ``as-app-user`` (an interpreter that
+    execs start.sh again, as root) and ``plan`` (the checks and the plan)."""
+    python = [sys.executable, "-m", "asgi_launcher"]
+    with_prestart = {**env, "PRE_START_PATH": str(spawn.REPO / "prestart.sh")}
+    try:
+        return {"start": timed([*python, "start", "/bin/true"], with_prestart, repeats)}
+    except subprocess.CalledProcessError:
+        return {
+            "as-app-user": timed([*python, "as-app-user", "/bin/true"], env, repeats),
+            "plan": timed([*python, "plan", "1"], env, repeats),
+        }
 
 
 def timed(argv: list[str], env: dict, repeats: int) -> float:
@@ -314,11 +326,13 @@ def cpu_markdown(results: dict) -> list[str]:
 def start_markdown(start: dict) -> list[str]:
     out = ["## Start", "", "| | spawn to first 200 (median) |", "|---|---|"]
     out += [f"| {label} | {seconds:.3f} s |" for label, seconds in start["first_200_s"].items()]
+    steps = ", ".join(
+        f"`python -m asgi_launcher {step}` {seconds * 1000:.0f} ms"
+        for step, seconds in start["python_steps_s"].items()
+    )
     out += [
         "",
-        f"`python -m asgi_launcher as-app-user` (exec of a program as root):"
-        f" {start['as_app_user_s'] * 1000:.0f} ms; `python -m asgi_launcher plan`:"
-        f" {start['plan_s'] * 1000:.0f} ms"
+        f"The Python steps of our start.sh, each alone: {steps}"
         f" (an empty interpreter: {start['interpreter_s'] * 1000:.0f} ms).",
         "Import time in a fresh interpreter, beyond an empty one: "
         + ", ".join(f"`{module}` {s * 1000:.0f} ms" for module, s in start["import_s"].items())
