@@ -10,8 +10,9 @@ configuration and `uvicorn --workers N --no-access-log`, on the same app as benc
 - cpu: py-spy samples every process of the tree (--subprocesses, 100 Hz, --gil: only the thread holding
   the GIL, the work a worker can do on one core) while wrk holds --connections (64) connections on
   --path (/); each sample is charged to the package of its innermost Python frame (C code such as the
-  httptools parser or uvloop's socket write is charged to the Python line that called it). At one
-  connection the request is latency-bound: what the samples show there is each request's own path.
+  httptools parser or uvloop's socket write is charged to the Python line that called it); with
+  wrk's requests/s meanwhile, the GIL-holding time per request. At one connection the request is
+  latency-bound: what the samples show there is each request's own path.
 - start: spawn to first 200, median of interleaved repeats, for our start.sh, for the Gunicorn command
   it ends in run directly (same configuration, no start script), for tiangolo's start script
   (benchmarks/tiangolo_start.sh) and his Gunicorn command alone; plus the parts that only ours runs:
@@ -90,10 +91,17 @@ def cpu_profile(name: str, seconds: int, raw: Path, connections: int = 64, path:
             text=True,
             timeout=seconds + 60,
         )
-        wrk.communicate(timeout=seconds + 60)
+        output, _ = wrk.communicate(timeout=seconds + 60)
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed: {spy.stderr.strip()}")
-    return summarize(stacks.read_text())
+    summary = summarize(stacks.read_text())
+    # The samples' share says where the time goes; per request says how much there is: at 100 Hz a
+    # sample stands for 10 ms of a thread holding the GIL.
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    summary["requests_per_s"] = float(rate[1]) if rate else None
+    if rate and float(rate[1]) > 0:
+        summary["gil_ms_per_request"] = summary["samples"] * 10 / (float(rate[1]) * seconds)
+    return summary
 
 
 def summarize(collapsed: str) -> dict:
@@ -303,6 +311,18 @@ def cpu_markdown(results: dict) -> list[str]:
     rows.append(("(in the master process)", [f"{r['master_percent']:.1f} %" for r in cpu.values()]))
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     out.append("| samples | " + " | ".join(str(r["samples"]) for r in cpu.values()) + " |")
+    out.append(
+        "| requests/s under py-spy | "
+        + " | ".join(f"{r.get('requests_per_s') or 0:,.0f}" for r in cpu.values())
+        + " |"
+    )
+    out.append(
+        "| GIL-holding ms per request | "
+        + " | ".join(
+            f"{r['gil_ms_per_request']:.3f}" if r.get("gil_ms_per_request") else "n/a" for r in cpu.values()
+        )
+        + " |"
+    )
     out += ["", "Counting every frame below them (a feature's whole price):", ""]
     out += ["| work | " + " | ".join(cpu) + " |", "|---|" + "---|" * len(cpu)]
     out += [
