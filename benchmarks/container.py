@@ -212,6 +212,8 @@ def measure(
             answered = [o for o in outcomes if o["answered"]]
             result["inflight"] = outcomes
             result["inflight_rounds"], result["inflight_answered"] = len(outcomes), len(answered)
+            # Docker kills what has not exited 10 s after `docker stop`: exit code 137.
+            result["inflight_killed"] = sum(1 for o in outcomes if o.get("exit_code") == 137)
             result["inflight_failures"] = sorted({o["failure"] for o in outcomes if not o["answered"]})
             result["inflight_stop"] = intervals.value([o["stop_s"] for o in answered])
             result["inflight_exit_after_answer"] = intervals.value(

@@ -198,7 +198,7 @@ class Curves:
                     log = self.raw / f"{name}-memory-{app}{count}-{tag}.log"
                     with servers.Running(name, count, log, app_root=root, extra=extra) as server:
                         server.wait_first_200(START_DEADLINE)
-                        wait_workers(server, count)
+                        server.wait_workers(count, START_DEADLINE)
                         load.wrk(server.url, 16, max(1, self.args.warmup))
                         time.sleep(0.5)
                         memory = server.memory()
@@ -211,18 +211,6 @@ class Curves:
                 except (RuntimeError, subprocess.TimeoutExpired, OSError) as error:
                     self.failed(f"{name} memory, {app} app, {count} worker(s) ({tag})", error)
                     self.record("memory", name, key, None)
-
-
-def wait_workers(server: servers.Running, count: int) -> None:
-    """Until the leader has ``count`` children (the first 200 needs only one worker up). Uvicorn with
-    one worker (and `fastapi run`, which runs it) serves from its first process: no children."""
-    if count == 1 and server.name in ("uvicorn", "fastapi-run"):
-        return
-    deadline = time.perf_counter() + START_DEADLINE
-    while len(server.workers()) < count:
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"{server.name}: fewer than {count} workers after {START_DEADLINE:.0f} s")
-        time.sleep(0.05)
 
 
 def summary(figures: dict) -> str:

@@ -266,6 +266,10 @@ def inflight_stop(name: str, args: argparse.Namespace, log: Path, app_root: Path
     """SIGTERM while the server streams an answer; whether the answer arrives whole, and when."""
     with servers.Running(name, args.workers, log, app_root=app_root) as server:
         server.wait_first_200(START_DEADLINE)
+        # Every worker up and idle, as for the idle stop: a stop while a worker still boots is
+        # another case (granian did not stop a worker that started after SIGTERM, in a trial).
+        server.wait_workers(args.workers, START_DEADLINE)
+        time.sleep(args.idle)
         request = servers.InFlight(server.port, INFLIGHT_HOLD_MS)
         if not request.wait_started():
             request.finish(1)
@@ -307,6 +311,8 @@ def measure(name: str, args: argparse.Namespace, raw: Path, tag: str, payload: P
             )
         else:
             print(f"   in flight at SIGTERM: NOT ANSWERED ({inflight['failure']})", flush=True)
+        if inflight.get("stop_ok") is False:
+            print(f"   in flight at SIGTERM: NOT STOPPED within {STOP_DEADLINE:.0f} s; killed", flush=True)
     except (RuntimeError, subprocess.TimeoutExpired, OSError) as error:
         result["error"] = str(error)
         print(f"   FAILED: {error}", flush=True)
@@ -382,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "idle_before_stop_s": args.idle,
             "inflight_hold_ms": INFLIGHT_HOLD_MS,
+            "stop_deadline_s": STOP_DEADLINE,
             "quick": args.quick,
         },
         "versions": {

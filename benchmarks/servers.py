@@ -345,6 +345,17 @@ class Running(Spawned):
                 )
             time.sleep(0.01)
 
+    def wait_workers(self, count: int, deadline: float) -> None:
+        """Until the leader has ``count`` children (the first 200 needs only one worker up). Uvicorn
+        with one worker (and `fastapi run`, which runs it) serves from its first process."""
+        if count == 1 and self.name in ("uvicorn", "fastapi-run"):
+            return
+        limit = time.perf_counter() + deadline
+        while len(self.workers()) < count:
+            if time.perf_counter() > limit:
+                raise RuntimeError(f"{self.name}: fewer than {count} workers after {deadline:.0f} s")
+            time.sleep(0.05)
+
     def memory(self) -> dict:
         """RSS and PSS summed over the process tree (RSS counts a page shared by forked workers once
         per process; PSS splits it between them)."""

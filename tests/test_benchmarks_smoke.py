@@ -265,14 +265,43 @@ def test_goals_compare_ours_with_the_best_peer_of_the_run():
     assert throughput["verdict"] == "met"
     assert goals["p99 `/` c=64 <= the best peer's"]["verdict"] == "met"  # level in every round: 1.00x
     assert goals["idle stop (SIGTERM to exit) <= 0.15 s"]["verdict"] == "met"
-    assert goals["a request in flight at SIGTERM is answered"]["verdict"] == "not met"
-    assert goals["a request in flight at SIGTERM is answered"]["measured"] == "4 of 5 answered"
+    inflight = goals["a request in flight at SIGTERM is answered, then the server exits"]
+    assert inflight["verdict"] == "not met"
+    assert inflight["measured"] == "4 of 5 answered"
     start = goals["start to first 200 <= tiangolo's start script"]
     assert start["interval"]["ratio"] == pytest.approx(0.5 / 0.45)
     assert start["verdict"] == "not met"
     assert goals["`docker stop`, idle, <= 0.15 s"]["verdict"] == "not judged"  # no container part
     vs_uvicorn = results["servers"]["ours"]["compare"]["paths"]["/"]["64"]["requests_per_s"]["vs_uvicorn"]
     assert vs_uvicorn["ratio"] == pytest.approx(1100 / 900)
+
+
+def test_a_server_that_answers_but_must_be_killed_misses_the_inflight_goal():
+    from report import add_comparisons
+
+    results = synthetic_results()
+    results["rounds"]["ours"][3]["inflight"] = {
+        "answered": True,
+        "exit_after_answer_s": 29.7,
+        "stop_ok": False,
+    }
+    add_comparisons(results)
+    [inflight] = [
+        goal for goal in results["goals"] if goal["goal"].startswith("a request in flight at SIGTERM")
+    ]
+    assert inflight["measured"] == "5 of 5 answered, 1 not stopped (killed)"
+    assert inflight["verdict"] == "not met"
+    for round_ in results["rounds"]["ours"]:
+        round_["inflight"] = {
+            "answered": True,
+            "exit_after_answer_s": 0.1,
+            "stop_ok": True,
+        }  # positive control
+    add_comparisons(results)
+    [inflight] = [
+        goal for goal in results["goals"] if goal["goal"].startswith("a request in flight at SIGTERM")
+    ]
+    assert (inflight["measured"], inflight["verdict"]) == ("5 of 5 answered", "met")
 
 
 def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
