@@ -291,6 +291,7 @@ def measure(name: str, args: argparse.Namespace, raw: Path, tag: str, payload: P
             result["variables"] = server.variables
             result["start_s"] = server.wait_first_200(START_DEADLINE)
             print(f"   first 200 after {result['start_s']:.2f} s", flush=True)
+            server.wait_workers(args.workers, START_DEADLINE)  # the load meets every worker
             result["paths"] = load_levels(server, name, args, raw, tag)
             result["memory"] = server.memory()
             time.sleep(args.idle)
