@@ -21,8 +21,9 @@ MB = 1024 * 1024
 NARROWING = (
     "A goal within noise is neither met nor missed in this run: its interval straddles the target. More"
     " rounds of that level alone narrow it, e.g. `benchmarks/run.py --concurrency 1 --paths / --rounds 15"
-    " --no-container` (the interval shrinks roughly with the square root of the rounds); a goal not"
-    " judged had fewer than 3 rounds."
+    " --no-container` (from 7 rounds on the interval leaves out the extreme rounds, and it shrinks"
+    f" roughly with the square root of the rounds); a goal not judged had fewer than {intervals.MIN_ROUNDS}"
+    " rounds."
 )
 
 

@@ -198,6 +198,11 @@ def test_bootstrap_interval_of_a_median_matches_the_exact_distribution():
     assert interval["median"] == 2.0
     assert (interval["low"], interval["high"]) == (1.0, 3.0)
     assert intervals.value([5.0] * 5) == {"median": 5, "low": 5, "high": 5, "min": 5, "max": 5, "rounds": 5}
+    # Five rounds: the lowest round is a resample's median with probability 5.8 % (> 2.5 %), so the
+    # interval is the range; seven rounds: 1.0 %, so it leaves the extreme rounds out.
+    five, seven = intervals.value([1.0, 2.0, 3.0, 4.0, 5.0]), intervals.value([1.0, 2, 3, 4, 5, 6, 7])
+    assert (five["low"], five["high"]) == (1.0, 5.0)
+    assert (seven["low"], seven["high"]) == (2.0, 6.0)
     assert intervals.percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
 
 
