@@ -1,17 +1,26 @@
 """Where the time and the memory go: the profile behind the benchmark's figures.
 
-    .venv/bin/python benchmarks/breakdown.py              about 3 minutes
+    .venv/bin/python benchmarks/breakdown.py                            about 3 minutes
+    .venv/bin/python benchmarks/breakdown.py --parts cpu --connections 1 where one connection's time goes
+    .venv/bin/python benchmarks/breakdown.py --parts stop                who waits how long on SIGTERM
 
-Three parts, each comparing this launcher (defaults) with tiangolo's configuration and `uvicorn
---workers N --no-access-log`, on the same app as benchmarks/run.py:
+Four parts (--parts, default all), each comparing this launcher (defaults) with tiangolo's
+configuration and `uvicorn --workers N --no-access-log`, on the same app as benchmarks/run.py:
 
 - cpu: py-spy samples every process of the tree (--subprocesses, 100 Hz, --gil: only the thread holding
-  the GIL, the work a worker can do on one core) while wrk holds 64 connections; each sample is charged
-  to the package of its innermost Python frame (C code such as the httptools parser or uvloop's socket
-  write is charged to the Python line that called it).
+  the GIL, the work a worker can do on one core) while wrk holds --connections (64) connections on
+  --path (/); each sample is charged to the package of its innermost Python frame (C code such as the
+  httptools parser or uvloop's socket write is charged to the Python line that called it); with
+  wrk's requests/s meanwhile, the GIL-holding time per request. At one connection the request is
+  latency-bound: what the samples show there is each request's own path.
 - start: spawn to first 200, median of interleaved repeats, for our start.sh, for the Gunicorn command
-  it ends in run directly (same configuration, no start script), and for tiangolo's; plus the parts
-  that only ours runs: `python -m asgi_launcher check` and the import of our worker modules.
+  it ends in run directly (same configuration, no start script), for tiangolo's start script
+  (benchmarks/tiangolo_start.sh) and his Gunicorn command alone; plus the parts that only ours runs:
+  the Python steps of start.sh (`python -m asgi_launcher start`: the switch from root, every check
+  and the plan; APP_USER=root here) and the import of our worker modules.
+- stop: SIGTERM to an idle server, then each process's exit time polled every millisecond, median of
+  the repeats: when the workers are gone, and how long the master (or supervisor) takes after its
+  last worker; also for granian, the quickest to stop.
 - memory: per-process RSS and USS (the pages only that process holds) after a short load, for ours,
   ours with METRICS=off and tiangolo's; plus what importing each worker module adds to a fresh
   interpreter's RSS.
@@ -28,6 +37,7 @@ import collections
 import json
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -40,6 +50,7 @@ import servers
 import spawn
 
 SERVERS = ("ours", "tiangolo", "uvicorn")
+STOP_SERVERS = ("ours", "tiangolo", "uvicorn", "granian")
 WORKERS = 2
 # Packages shown on their own; every other frame is the standard library's (asyncio, threading, ...).
 PACKAGES = {"asgi_launcher", "anyio", "app", "fastapi", "gunicorn", "prometheus_client", "pydantic"}
@@ -61,13 +72,15 @@ def package_of(frame: str) -> str:
     return top if top in PACKAGES else "standard library"
 
 
-def cpu_profile(name: str, seconds: int, raw: Path) -> dict:
+def cpu_profile(name: str, seconds: int, raw: Path, connections: int = 64, path: str = "/") -> dict:
     with servers.Running(name, WORKERS, raw / f"breakdown-{name}.log") as server:
         server.wait_first_200(60)
-        load.wrk(server.url, 64, 2)
+        url = f"http://{servers.HOST}:{server.port}{path}"
+        load.wrk(url, connections, 2)
         stacks = raw / f"stacks-{name}.txt"
+        threads = "-t1" if connections == 1 else "-t2"
         wrk = subprocess.Popen(  # the load outlasts the sampling on both sides
-            ["wrk", "-t2", "-c64", f"-d{seconds + 3}s", server.url], stdout=subprocess.PIPE, text=True
+            ["wrk", threads, f"-c{connections}", f"-d{seconds + 3}s", url], stdout=subprocess.PIPE, text=True
         )
         time.sleep(1)
         py_spy = [str(spawn.VENV_BIN / "py-spy"), "record", "--pid", str(server.proc.pid), "--subprocesses"]
@@ -78,10 +91,17 @@ def cpu_profile(name: str, seconds: int, raw: Path) -> dict:
             text=True,
             timeout=seconds + 60,
         )
-        wrk.communicate(timeout=seconds + 60)
+        output, _ = wrk.communicate(timeout=seconds + 60)
         if spy.returncode != 0:
             raise RuntimeError(f"py-spy failed: {spy.stderr.strip()}")
-    return summarize(stacks.read_text())
+    summary = summarize(stacks.read_text())
+    # The samples' share says where the time goes; per request says how much there is: at 100 Hz a
+    # sample stands for 10 ms of a thread holding the GIL.
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    summary["requests_per_s"] = float(rate[1]) if rate else None
+    if rate and float(rate[1]) > 0:
+        summary["gil_ms_per_request"] = summary["samples"] * 10 / (float(rate[1]) * seconds)
+    return summary
 
 
 def summarize(collapsed: str) -> dict:
@@ -124,7 +144,8 @@ START_VARIANTS = {
     "ours": ("ours", None, {}),
     "ours, gunicorn run directly (no start.sh)": ("ours", DIRECT, {}),
     "ours, gunicorn run directly, METRICS=off": ("ours", DIRECT, {"METRICS": "off"}),
-    "tiangolo": ("tiangolo", None, {}),
+    "tiangolo (his start script)": ("tiangolo", None, {}),
+    "tiangolo's Gunicorn command alone": ("tiangolo-gunicorn", None, {}),
 }
 MEMORY_VARIANTS = {
     "ours": ("ours", None, {}),
@@ -148,9 +169,8 @@ def start_profile(repeats: int, raw: Path) -> dict:
         for label, spec in START_VARIANTS.items():
             with variant(label, spec, raw) as server:
                 starts[label].append(server.wait_first_200(60))
-    # What start.sh passes to the check: our server's variables plus the module it found.
-    check_env = spawn.clean_env({**servers.command("ours", WORKERS, 1)[1], "APP_MODULE": "app.main:app"})
-    check = timed([sys.executable, "-m", "asgi_launcher", "check"], check_env, repeats)
+    # What start.sh passes to its Python steps: our server's variables.
+    check_env = spawn.clean_env(servers.command("ours", WORKERS, 1)[1])
     bare = timed([sys.executable, "-c", "pass"], check_env, repeats)
     imports = {
         module: timed([sys.executable, "-c", f"import {module}"], check_env, repeats) - bare
@@ -159,10 +179,66 @@ def start_profile(repeats: int, raw: Path) -> dict:
     return {
         "first_200_s": {label: statistics.median(values) for label, values in starts.items()},
         "first_200_all_s": starts,
-        "check_s": check,
+        "python_steps_s": python_steps(check_env, repeats),
         "interpreter_s": bare,
         "import_s": imports,
     }
+
+
+def stop_profile(repeats: int, raw: Path) -> dict:
+    """Per server, the median over ``repeats`` idle stops of: the first and the last worker's exit and
+    the leader's exit, in seconds after SIGTERM."""
+    timelines: dict[str, list[dict]] = collections.defaultdict(list)
+    for _ in range(repeats):
+        for name in STOP_SERVERS:
+            with servers.Running(name, WORKERS, raw / f"breakdown-stop-{name}.log") as server:
+                server.wait_first_200(60)
+                time.sleep(1)
+                timelines[name].append(exit_timeline(server))
+    return {
+        name: {key: statistics.median(t[key] for t in runs) for key in runs[0]}
+        for name, runs in timelines.items()
+    }
+
+
+def exit_timeline(server: servers.Running) -> dict:
+    processes = server.processes()
+    leader, others = processes[0], processes[1:]
+    gone: dict[int, float] = {}
+    started = time.perf_counter()
+    server.signal(signal.SIGTERM)
+    while len(gone) < len(processes) and time.perf_counter() - started < 30:
+        for process in processes:
+            if process.pid in gone:
+                continue
+            exited = server.proc.poll() is not None if process is leader else not spawn.alive(process)
+            if exited:
+                gone[process.pid] = time.perf_counter() - started
+        time.sleep(0.001)
+    workers = sorted(gone.get(p.pid, 30.0) for p in others) or [0.0]
+    leader_exit = gone.get(leader.pid, 30.0)
+    return {
+        "first_worker_s": workers[0],
+        "last_worker_s": workers[-1],
+        "leader_s": leader_exit,
+        "leader_after_last_worker_s": leader_exit - workers[-1],
+    }
+
+
+def python_steps(env: dict, repeats: int) -> dict[str, float]:
+    """The Python that start.sh runs before the server, each step timed alone: ``start`` (the switch
+    from root, every check, the plan; it then execs start.sh again for the pre-start script, here
+    /bin/true) where the launcher has it, else the older pair ``as-app-user`` (an interpreter that
+    execs start.sh again, as root) and ``plan`` (the checks and the plan)."""
+    python = [sys.executable, "-m", "asgi_launcher"]
+    with_prestart = {**env, "PRE_START_PATH": str(spawn.REPO / "prestart.sh")}
+    try:
+        return {"start": timed([*python, "start", "/bin/true"], with_prestart, repeats)}
+    except subprocess.CalledProcessError:
+        return {
+            "as-app-user": timed([*python, "as-app-user", "/bin/true"], env, repeats),
+            "plan": timed([*python, "plan", "1"], env, repeats),
+        }
 
 
 def timed(argv: list[str], env: dict, repeats: int) -> float:
@@ -211,10 +287,23 @@ def memory_profile(raw: Path) -> dict:
 
 def markdown(results: dict) -> str:
     out = [f"# Profile, {results['date']}", "", f"`{results['command']}` at commit {results['commit']}.", ""]
+    if "cpu" in results:
+        out += cpu_markdown(results)
+    if "start" in results:
+        out += start_markdown(results["start"])
+    if "stop" in results:
+        out += stop_markdown(results["stop"])
+    if "memory" in results:
+        out += memory_markdown(results["memory"])
+    return "\n".join(out) + "\n"
+
+
+def cpu_markdown(results: dict) -> list[str]:
     cpu = results["cpu"]
+    load_ = f"wrk -c{results['connections']} on `{results['path']}`"
     packages = sorted({p for r in cpu.values() for p, share in r["packages"].items() if share >= 0.5})
-    out += [
-        "## CPU under wrk -c64: samples of the thread holding the GIL, by its innermost frame's package",
+    out = [
+        f"## CPU under {load_}: samples of the thread holding the GIL, by its innermost frame's package",
         "",
     ]
     out += ["| package | " + " | ".join(cpu) + " |", "|---|" + "---|" * len(cpu)]
@@ -222,6 +311,18 @@ def markdown(results: dict) -> str:
     rows.append(("(in the master process)", [f"{r['master_percent']:.1f} %" for r in cpu.values()]))
     out += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
     out.append("| samples | " + " | ".join(str(r["samples"]) for r in cpu.values()) + " |")
+    out.append(
+        "| requests/s under py-spy | "
+        + " | ".join(f"{r.get('requests_per_s') or 0:,.0f}" for r in cpu.values())
+        + " |"
+    )
+    out.append(
+        "| GIL-holding ms per request | "
+        + " | ".join(
+            f"{r['gil_ms_per_request']:.3f}" if r.get("gil_ms_per_request") else "n/a" for r in cpu.values()
+        )
+        + " |"
+    )
     out += ["", "Counting every frame below them (a feature's whole price):", ""]
     out += ["| work | " + " | ".join(cpu) + " |", "|---|" + "---|" * len(cpu)]
     out += [
@@ -239,25 +340,49 @@ def markdown(results: dict) -> str:
         "",
     ]
     out += [f"- `{line}`: {share:.2f} %" for line, share in launcher.items() if share >= 0.25]
-    start = results["start"]
-    out += ["", "## Start", "", "| | spawn to first 200 (median) |", "|---|---|"]
+    return [*out, ""]
+
+
+def start_markdown(start: dict) -> list[str]:
+    out = ["## Start", "", "| | spawn to first 200 (median) |", "|---|---|"]
     out += [f"| {label} | {seconds:.3f} s |" for label, seconds in start["first_200_s"].items()]
+    steps = ", ".join(
+        f"`python -m asgi_launcher {step}` {seconds * 1000:.0f} ms"
+        for step, seconds in start["python_steps_s"].items()
+    )
     out += [
         "",
-        f"`python -m asgi_launcher check`: {start['check_s'] * 1000:.0f} ms"
+        f"The Python steps of our start.sh, each alone: {steps}"
         f" (an empty interpreter: {start['interpreter_s'] * 1000:.0f} ms).",
         "Import time in a fresh interpreter, beyond an empty one: "
         + ", ".join(f"`{module}` {s * 1000:.0f} ms" for module, s in start["import_s"].items())
         + ".",
+        "",
     ]
-    memory = results["memory"]
-    out += ["", "## Memory after a short load", "", "| | process | RSS | USS |", "|---|---|---|---|"]
+    return out
+
+
+def stop_markdown(stop: dict) -> list[str]:
+    out = [
+        "## Idle stop: seconds after SIGTERM (median of the repeats)",
+        "",
+        "| server | first worker gone | last worker gone | leader gone | leader after its last worker |",
+        "|---|---|---|---|---|",
+    ]
+    for name, t in stop.items():
+        cells = [t["first_worker_s"], t["last_worker_s"], t["leader_s"], t["leader_after_last_worker_s"]]
+        out.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+    return [*out, ""]
+
+
+def memory_markdown(memory: dict) -> list[str]:
+    out = ["## Memory after a short load", "", "| | process | RSS | USS |", "|---|---|---|---|"]
     for label, processes in memory["processes"].items():
         for p in processes:
             out.append(f"| {label} | {p['role']} | {p['rss_mib']:.1f} MiB | {p['uss_mib']:.1f} MiB |")
     out += ["", "What importing a module adds to a fresh interpreter's RSS:", ""]
     out += [f"- `{module}`: {mib:.1f} MiB" for module, mib in memory["import_rss"].items()]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def which(program: str) -> bool:
@@ -267,9 +392,19 @@ def which(program: str) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10, help="py-spy sampling time per server")
-    parser.add_argument("--repeats", type=int, default=7, help="starts per server")
+    parser.add_argument("--repeats", type=int, default=7, help="starts (and stops) per server")
+    parser.add_argument("--connections", type=int, default=64, help="wrk -c for the cpu part (default 64)")
+    parser.add_argument("--path", default="/", help="request path for the cpu part (default /)")
+    parser.add_argument(
+        "--parts",
+        default="cpu,start,stop,memory",
+        help="comma-separated, from cpu,start,stop,memory (default: all)",
+    )
     parser.add_argument("--out", type=Path, default=spawn.REPO / "benchmarks" / "results" / "breakdown")
     args = parser.parse_args()
+    parts = [part.strip() for part in args.parts.split(",") if part.strip()]
+    if unknown := set(parts) - {"cpu", "start", "stop", "memory"}:
+        parser.error(f"unknown part(s) {sorted(unknown)}; choose from cpu,start,stop,memory")
     if missing := servers.missing_programs(list(SERVERS)) + [p for p in ("wrk", "py-spy") if not which(p)]:
         print(f"missing programs: {', '.join(missing)}", file=sys.stderr)
         return 1
@@ -280,15 +415,23 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "command": "benchmarks/breakdown.py " + " ".join(sys.argv[1:]),
         "commit": commit.strip(),
-        "cpu": {},
+        "connections": args.connections,
+        "path": args.path,
     }
-    for name in SERVERS:
-        print(f"cpu: {name}", flush=True)
-        results["cpu"][name] = cpu_profile(name, args.seconds, raw)
-    print("start", flush=True)
-    results["start"] = start_profile(args.repeats, raw)
-    print("memory", flush=True)
-    results["memory"] = memory_profile(raw)
+    if "cpu" in parts:
+        results["cpu"] = {}
+        for name in SERVERS:
+            print(f"cpu: {name}", flush=True)
+            results["cpu"][name] = cpu_profile(name, args.seconds, raw, args.connections, args.path)
+    if "start" in parts:
+        print("start", flush=True)
+        results["start"] = start_profile(args.repeats, raw)
+    if "stop" in parts:
+        print("stop", flush=True)
+        results["stop"] = stop_profile(args.repeats, raw)
+    if "memory" in parts:
+        print("memory", flush=True)
+        results["memory"] = memory_profile(raw)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))
     print(markdown(results))
