@@ -12,7 +12,7 @@ from gunicorn.config import AccessLogFormat
 from gunicorn.glogging import Logger
 
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter, apply_logging_conf, report
+from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
 from asgi_launcher.recycling import Lifecycle, MemoryGuard
 from asgi_launcher.settings import ConfigError, Settings, read
@@ -112,10 +112,10 @@ class Hooks:
         from uvicorn.config import Config
 
         from asgi_launcher.observe import (  # the worker's, not the master's
-            AccessLog,
             Observed,
-            RecordAccessLog,
             RequestMetrics,
+            access_log_for,
+            access_renderer,
         )
 
         config = getattr(worker, "config", None)
@@ -124,15 +124,11 @@ class Hooks:
         if self.settings.root_path:
             config.root_path = self.settings.root_path  # read by each connection's protocol
         self._report_boot(config)
-        access_log = None
-        access_logger = worker.log.access_log
-        render = self._access_line(worker.cfg.access_log_format)
-        if self.settings.logging_conf:
-            # The user's handlers and filters must see every line: through logging, not to the streams.
-            if worker.cfg.accesslog or _has_handlers(access_logger):
-                access_log = RecordAccessLog(access_logger, render)
-        elif worker.cfg.accesslog:
-            access_log = AccessLog(access_logger, render)
+        fmt = worker.cfg.access_log_format  # ACCESS_LOG_FORMAT, a config file or the command line
+        render = access_renderer(self.settings.log_format, None if fmt == AccessLogFormat.default else fmt)
+        access_log = access_log_for(
+            worker.log.access_log, render, bool(worker.cfg.accesslog), bool(self.settings.logging_conf)
+        )
         # Ours replaces Uvicorn's: without handlers, Uvicorn skips its access logging entirely.
         uvicorn_access = logging.getLogger("uvicorn.access")
         uvicorn_access.handlers = []
@@ -155,19 +151,6 @@ class Hooks:
             await heartbeat()
 
         config.callback_notify = first_heartbeat
-
-    def _access_line(self, fmt: str):
-        from asgi_launcher.observe import atoms_line, json_line, uvicorn_line
-
-        if self.settings.log_format == "json":
-            return json_line
-        if fmt != AccessLogFormat.default:  # set by ACCESS_LOG_FORMAT, a config file or the command line
-            return atoms_line(fmt)
-        return uvicorn_line
-
-
-def _has_handlers(logger: logging.Logger) -> bool:
-    return any(not isinstance(handler, logging.NullHandler) for handler in logger.handlers)
 
 
 class AdvisingLogger(Logger):
@@ -211,8 +194,4 @@ class JsonLogger(AdvisingLogger):
         for logger in (self.error_log, self.access_log):
             for handler in logger.handlers:
                 handler.setFormatter(formatter)
-        root = logging.getLogger()
-        if not root.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(formatter)
-            root.addHandler(handler)
+        json_root_handler(formatter)

@@ -33,6 +33,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def json_root_handler(formatter: logging.Formatter) -> None:
+    """The app's own ``logging`` calls as JSON on stderr too, unless the app configured a handler."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+
+
 def json_entry(logger: str, level: str, message: str, **fields) -> str:
     """One line of our own, shaped as JsonFormatter's; ``fields`` add keys or replace the pid."""
     entry = {

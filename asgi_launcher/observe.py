@@ -64,6 +64,12 @@ class Exchange:
     def route(self) -> str:
         return getattr(self.scope.get("route"), "path", None) or UNMATCHED
 
+    @property
+    def method_label(self) -> str:
+        """The method as the metrics label it: one of the standard ones, or OTHER."""
+        method = self.scope["method"]
+        return method if method in METHODS else "OTHER"
+
     def request_header(self, name: bytes) -> str | None:
         for key, value in self.scope.get("headers", ()):
             if key == name:
@@ -161,6 +167,22 @@ def atoms_line(fmt: str) -> Callable[[Exchange], str]:
         return fmt % {name: get(x) for name, get in getters.items()}
 
     return render
+
+
+def access_renderer(log_format: str, fmt: str | None) -> Callable[[Exchange], str]:
+    """The access line: JSON with LOG_FORMAT=json, else Gunicorn's format when one is set, else Uvicorn's."""
+    if log_format == "json":
+        return json_line
+    return atoms_line(fmt) if fmt else uvicorn_line
+
+
+def access_log_for(logger, render, enabled: bool, through_logging: bool) -> AccessLog | None:
+    """With LOGGING_CONF, every line goes through ``logging`` (the file may add handlers of its own);
+    otherwise the batched writer, when the access log is on."""
+    if through_logging:
+        has_handlers = any(not isinstance(h, logging.NullHandler) for h in logger.handlers)
+        return RecordAccessLog(logger, render) if enabled or has_handlers else None
+    return AccessLog(logger, render) if enabled else None
 
 
 class Batched:
@@ -341,9 +363,7 @@ class RequestMetrics(Batched):
         self._probes.labels(str(x.status)).observe(x.duration)
 
     def finished(self, x: Exchange) -> None:
-        method = x.scope["method"]
-        route = getattr(x.scope.get("route"), "path", None) or UNMATCHED
-        key = (method if method in METHODS else "OTHER", route, x.status)
+        key = (x.method_label, x.route, x.status)
         pending = self._finished.get(key)
         if pending is None:
             pending = self._finished[key] = [0.0, [0] * len(self._bounds)]
@@ -355,9 +375,7 @@ class RequestMetrics(Batched):
         self._measure_lag()
         active = dict.fromkeys(self._in_flight_children, 0)
         for x in self.in_flight:
-            method = x.scope["method"]
-            method = method if method in METHODS else "OTHER"
-            active[method] = active.get(method, 0) + 1
+            active[x.method_label] = active.get(x.method_label, 0) + 1
         for method, count in active.items():
             child = self._in_flight_children.get(method)
             if child is None:

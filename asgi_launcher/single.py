@@ -14,17 +14,9 @@ import sys
 from asgi_launcher import compat, watchdog
 from asgi_launcher.cgroups import read_limits
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_logs, report
+from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_logs, json_root_handler, report
 from asgi_launcher.metrics import with_request_totals
-from asgi_launcher.observe import (
-    AccessLog,
-    Observed,
-    RecordAccessLog,
-    RequestMetrics,
-    atoms_line,
-    json_line,
-    uvicorn_line,
-)
+from asgi_launcher.observe import Observed, RequestMetrics, access_log_for, access_renderer
 from asgi_launcher.protocol import LimitedHttpToolsProtocol, count_head_timeouts, has_httptools
 from asgi_launcher.settings import Settings, Sizing, parse_address
 
@@ -57,10 +49,8 @@ def configure_logging(settings: Settings) -> None:
             handler.setFormatter(formatter)
             logger.addHandler(handler)
     advise(logging.getLogger("uvicorn.error"))
-    if settings.log_format == "json" and not logging.getLogger().handlers:
-        root = logging.StreamHandler(sys.stderr)
-        root.setFormatter(formatter)
-        logging.getLogger().addHandler(root)
+    if settings.log_format == "json":
+        json_root_handler(formatter)
     if settings.logging_conf:
         apply_logging_conf(settings.logging_conf)  # ConfigError: one line, exit status 2
         advise(logging.getLogger("uvicorn.error"))
@@ -87,19 +77,10 @@ def build_app():
         # out of the event loop; 4 is Gunicorn's status for an app that does not load.
         logging.getLogger("uvicorn.error").exception("The app %s failed to load", os.environ["APP_MODULE"])
         sys.exit(APP_LOAD_ERROR)
-    access_log = None
-    if settings.log_format == "json":
-        render = json_line
-    elif settings.access_log_format:
-        render = atoms_line(settings.access_log_format)
-    else:
-        render = uvicorn_line
-    access_logger = logging.getLogger(ACCESS_LOGGER)
-    if settings.logging_conf:  # through logging, so that the file's handlers and filters apply
-        if settings.accesslog or access_logger.handlers:
-            access_log = RecordAccessLog(access_logger, render)
-    elif settings.accesslog:
-        access_log = AccessLog(access_logger, render)
+    render = access_renderer(settings.log_format, settings.access_log_format)
+    access_log = access_log_for(
+        logging.getLogger(ACCESS_LOGGER), render, bool(settings.accesslog), bool(settings.logging_conf)
+    )
     metrics = None
     if settings.metrics and os.environ.get("ASGI_LAUNCHER_RELOAD") != "1":
         from prometheus_client import REGISTRY, CollectorRegistry, start_http_server
