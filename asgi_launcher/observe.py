@@ -189,6 +189,7 @@ class Batched:
     """Work that is done for many requests at once: ``flush`` runs FLUSH_INTERVAL after ``_schedule``."""
 
     _scheduled = False
+    _due: float | None = None  # when the scheduled flush should run: how late it runs is the loop's lag
 
     def __init__(self):
         atexit.register(self.flush)  # a worker that stops (SIGTERM, MAX_REQUESTS) writes what it holds
@@ -200,6 +201,7 @@ class Batched:
             except RuntimeError:  # the flush at exit: no loop to come back to
                 return
             self._scheduled = True
+            self._due = loop.time() + FLUSH_INTERVAL
             loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
@@ -317,7 +319,6 @@ class RequestMetrics(Batched):
         self._lag_value = self._window_max = self._last_window_max = 0.0
         self._lag.set(0.0)
         self._window_end = 0.0
-        self._due: float | None = None
         self._bounds = list(self._latency._upper_bounds)
         self._children: dict[tuple[str, str, int], object] = {}
         # GET from the start: a fresh worker's gauge exists, at 0, before any request finishes.
@@ -331,15 +332,6 @@ class RequestMetrics(Batched):
         if not self._scheduled:
             self._schedule()
 
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # the flush at exit: no loop to come back to
-                return
-            self._scheduled = True
-            self._due = loop.time() + FLUSH_INTERVAL
-            loop.call_later(FLUSH_INTERVAL, self.flush)
 
     def _measure_lag(self) -> None:
         try:
