@@ -140,12 +140,13 @@ def network_names() -> set[str]:
     return set(docker("network", "ls", "--format", "{{.Name}}").stdout.split())
 
 
+def json_rows(*args: str) -> list[dict]:
+    return [json.loads(line) for line in docker(*args, "--format", "{{json .}}").stdout.splitlines()]
+
+
 def service_tasks(service: str, node_host: str | None = None) -> list[dict]:
-    """The service's tasks that should run (json rows of docker service ps)."""
-    out = docker(
-        "service", "ps", "--no-trunc", "-f", "desired-state=running", "--format", "{{json .}}", service
-    )
-    tasks = [json.loads(line) for line in out.stdout.splitlines()]
+    """The service's tasks that should run (rows of docker service ps)."""
+    tasks = json_rows("service", "ps", "--no-trunc", "-f", "desired-state=running", service)
     return [t for t in tasks if node_host is None or t["Node"] == node_host]
 
 
@@ -461,6 +462,39 @@ def test_the_stack_serves_tls_from_its_secrets_to_one_process_tasks(stack):
     for entry in (e for found in entries.values() for e in found):
         assert entry["scheme"] == "https", entry
         assert ipaddress.ip_address(entry["client"].rsplit(":", 1)[0]) not in overlay, entry
+
+
+def test_an_app_reads_its_own_secret_from_run_secrets(swarm, releases):
+    """docs/swarm.md's recipe: a secret owned by the app's user, readable by it alone, read-only root."""
+    name = unique("secret")
+    job = unique("job")
+    docker("secret", "create", name, "-", input="s3cret value\n")
+    try:
+        docker(
+            "service", "create", "--detach", "--quiet", "--name", job,
+            "--mode", "replicated-job", "--restart-condition", "none", "--user", "10001:10001", "--read-only",
+            "--secret", f"source={name},target=db_password,uid=10001,gid=10001,mode=0400",
+            releases["v1"], "python", "-c",
+            "import pathlib; p = pathlib.Path('/run/secrets/db_password'); s = p.stat();"
+            "print(repr(p.read_text().strip()), oct(s.st_mode & 0o777), s.st_uid)",
+        )  # fmt: skip
+
+        def finished():
+            states = [t["CurrentState"] for t in json_rows("service", "ps", "--no-trunc", job)]
+            assert not any(state.startswith(("Failed", "Rejected")) for state in states), states
+            return states and all(state.startswith("Complete") for state in states)
+
+        wait_for(finished, 60, "the job", interval=0.2)
+        (cid,) = docker("ps", "-aq", "--filter", f"label=com.docker.swarm.service.name={job}").stdout.split()
+        assert Container.attach(cid, 0).logs().split() == ["'s3cret", "value'", "0o400", "10001"]
+    finally:
+        docker("service", "rm", job, check=False)
+        wait_for(
+            lambda: docker("secret", "rm", name, check=False).returncode == 0,
+            30,
+            "the secret removed",
+            interval=0.5,
+        )
 
 
 @pytest.mark.timeout(600)
