@@ -11,8 +11,8 @@
 # default 600), RESOLVE_IMAGE (always: pin IMAGE's digest from its registry; never: images loaded
 # into each node by hand), and the stack's own: PROXY_IMAGE, REPLICAS, HTTPS_PORT, HTTP_PORT, ...
 #
-# Why not `docker stack deploy --detach=false`: it exits 0 when the update was rolled back, and
-# needs a client >= 26.
+# Why not `docker stack deploy --detach=false`: it exited 0 here when the update was rolled back,
+# and the 20.10 client does not have it.
 set -euo pipefail
 
 STACK=${STACK:-asgi}
