@@ -57,10 +57,12 @@ wait_service() {
       updating) ;;
       rollback_started) why=${why:-$message} ;;
       rollback_completed)
-        # Why: the error of a task of the version that failed (none when it never got healthy: it
-        # was stopped), or what Swarm said when it started the rollback.
-        reason=$(docker service ps "$service" --no-trunc --format '{{.Image}}	{{.Error}}' |
-          awk -F '\t' -v image="${IMAGE:-}" '($1 == image || index($1, image "@") == 1) && $2 != "" { print $2; exit }')
+        # Why: the error of a task of the release that failed; its tasks that were stopped without
+        # one never got healthy. Else what Swarm said when it started the rollback.
+        reason=$(docker service ps "$service" --no-trunc --format '{{.Image}}\t{{.Error}}' |
+          awk -F '\t' -v image="${IMAGE:-}" '
+            $1 == image || index($1, image "@") == 1 { if ($2 != "") { print $2; found = 1; exit } seen = 1 }
+            END { if (!found && seen) print "none of its tasks got healthy" }')
         echo "ERROR: $service: the update to ${IMAGE:-} failed and was rolled back (${reason:-${why:-$message}})" >&2
         return 1 ;;
       *)
