@@ -26,6 +26,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 ruff check .
 ruff format --check --quiet .
-shellcheck scripts/*.sh prestart.sh .ci/run deploy/nginx/entrypoint.sh deploy/prometheus/entrypoint.sh
-hadolint Dockerfile deploy/nginx/Dockerfile deploy/prometheus/Dockerfile
+shellcheck scripts/*.sh prestart.sh .ci/run deploy/*/*.sh
+hadolint Dockerfile deploy/*/Dockerfile examples/*/Dockerfile.*
 pytest "$@"
