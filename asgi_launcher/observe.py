@@ -332,7 +332,6 @@ class RequestMetrics(Batched):
         if not self._scheduled:
             self._schedule()
 
-
     def _measure_lag(self) -> None:
         try:
             now = asyncio.get_running_loop().time()

@@ -8,16 +8,13 @@ log lines to print, and the command to ``exec``. No code of the app runs here.
 
 from __future__ import annotations
 
-import ast
 import os
 import shlex
-import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from asgi_launcher.cgroups import read_limits
-from asgi_launcher.logs import json_entry
 from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, parse_address, read
 
 # Gunicorn and Uvicorn read these two themselves and fail on an empty value, which compose passes
@@ -100,6 +97,8 @@ def find_config(env: Mapping[str, str], app_root: str) -> str:
 
 def config_sets_worker_class(path: str) -> bool:
     """Whether a config file assigns ``worker_class`` anywhere (annotated, indented, in an ``if``)."""
+    import ast  # only for a config of the app's own: the start's imports are its time
+
     try:
         with open(path, "rb") as file:
             tree = ast.parse(file.read(), path)
@@ -142,10 +141,18 @@ def check_logging_conf(value: str | None) -> None:
 
 def check_hosts(settings: Settings, env: Mapping[str, str]) -> None:
     """Names that do not resolve fail here, not after the pre-start script and five retries in Gunicorn."""
+    import ipaddress
+    import socket
+
     for address in settings.bind.split(","):
         host = parse_address(address.strip()).get("host")
         if host is None:
             continue
+        try:
+            ipaddress.ip_address(host)
+            continue  # an address: nothing to look up
+        except ValueError:
+            pass
         try:
             socket.getaddrinfo(host, None)
         except (OSError, UnicodeError) as error:
@@ -206,6 +213,8 @@ def make_plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> Plan:
                 f"Running script {path}" if run else f"There is no script {path}",
             ]
         if json_logs:
+            from asgi_launcher.logs import json_entry
+
             said = [json_entry("start.sh", "info", line, pid=pid) for line in said]
     command = (
         []

@@ -149,6 +149,41 @@ def test_gunicorn_and_uvicorn_worker_still_have_what_we_use(tmp_path):
         worker.tmp.close()
 
 
+def test_gunicorn_still_has_the_arbiter_we_subclass():
+    """asgi_launcher/master.py puts its arbiter in place of gunicorn.app.base.Arbiter and relies on
+    Arbiter.stop reaping through reap_workers while WORKERS is not empty."""
+    import inspect
+
+    import gunicorn.app.base
+    from gunicorn.arbiter import Arbiter
+
+    assert getattr(gunicorn.app.base, "Arbiter", None) is Arbiter, (
+        "gunicorn.app.base no longer imports Arbiter: asgi_launcher/master.py replaces that name"
+    )
+    assert "Arbiter(self).run()" in inspect.getsource(gunicorn.app.base.BaseApplication.run), (
+        "BaseApplication.run no longer builds the arbiter from that name"
+    )
+    stop = inspect.getsource(Arbiter.stop)
+    message = (
+        "Arbiter.stop no longer waits for the workers through reap_workers: asgi_launcher/master.py "
+        "ends that wait early"
+    )
+    assert "self.reap_workers()" in stop, message
+    assert "self.WORKERS" in stop, message
+
+
+def test_the_quick_arbiter_ends_the_stop_with_the_last_worker():
+    from asgi_launcher.master import _AllGone, arbiter_class
+
+    arbiter = arbiter_class().__new__(arbiter_class())
+    arbiter.WORKERS = {}
+    arbiter._stopping = True
+    with pytest.raises(_AllGone):
+        arbiter.reap_workers()  # nothing left to wait for: out of Gunicorn's loop before its sleep
+    arbiter._stopping = False
+    arbiter.reap_workers()  # outside a stop: Gunicorn's own, nothing raised
+
+
 def test_the_worker_finds_uvicorns_server_from_its_heartbeat():
     """Our worker's boot ends at the first heartbeat, which Uvicorn's server sends from its tick; from
     that call the worker finds the server, and uses its listeners and its request limit."""
