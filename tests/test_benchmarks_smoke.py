@@ -336,3 +336,14 @@ def test_profile_breakdown_charges_each_sample_to_its_innermost_frame():
     }
     assert next(iter(summary["top_lines"])) == "handle (starlette/routing.py:2)"
     assert summary["inclusive"] == {"metrics": 10, "our access log": 0, "Python's logging": 0}
+
+
+def test_readme_blocks_are_filled_from_the_results_sections():
+    import readme
+
+    results = "# Run\n\nintro\n\n## Goals\n\n| a | b |\n\n### detail\n\nkept\n\n## Next\n\nnot taken\n"
+    assert readme.section(results, "## Goals") == "| a | b |\n\n### detail\n\nkept\n"
+    block = '<!-- include results/x.md "## Goals" -->\nold\n<!-- end include -->'
+    pattern = readme.BLOCK
+    match = pattern.search(block)
+    assert (match.group(2), match.group(3), match.group(4)) == ("results/x.md", "## Goals", "old\n")
