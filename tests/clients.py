@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,10 @@ class Load:
     """``clients`` threads, each on its own keep-alive connection (or a new connection per request
     with ``keepalive=False``), requesting ``path`` until stopped.
 
+    ``verify`` may be a function making a TLS context: one per client, as httpcore sets the ALPN
+    protocols of the context on every new connection (shared by threads, a ClientHello was once sent
+    malformed and the server refused it with a decode_error alert).
+
     Bounded twice: by ``max_seconds`` and by ``max_requests`` per client. With ``path='/pid'`` the
     answering worker of every request is recorded.
     """
@@ -45,7 +51,7 @@ class Load:
         max_requests: int = 20_000,
         timeout: float = 10,
         keepalive: bool = True,
-        verify: bool = True,
+        verify: bool | Callable[[], ssl.SSLContext] = True,
     ):
         self.url, self.path, self.timeout, self.keepalive, self.verify = url, path, timeout, keepalive, verify
         self.max_seconds, self.max_requests = max_seconds, max_requests
@@ -78,9 +84,8 @@ class Load:
     def _client(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         limits = httpx.Limits(max_keepalive_connections=1 if self.keepalive else 0)
-        with httpx.Client(
-            base_url=self.url, timeout=self.timeout, limits=limits, verify=self.verify
-        ) as client:
+        verify = self.verify() if callable(self.verify) else self.verify
+        with httpx.Client(base_url=self.url, timeout=self.timeout, limits=limits, verify=verify) as client:
             for _ in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return

@@ -90,7 +90,8 @@ class Traffic:
 
     def _observe(self) -> None:
         deadline = time.monotonic() + self.max_seconds
-        with httpx.Client(verify=self.verify, timeout=10) as client:
+        verify = self.verify() if callable(self.verify) else self.verify
+        with httpx.Client(verify=verify, timeout=10) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 try:
                     response = client.get(self.url + "/")
@@ -338,7 +339,11 @@ class Stack:
         self.app = f"{name}_app"
         self.url = f"https://127.0.0.1:{env['HTTPS_PORT']}"
         self.http_url = f"http://127.0.0.1:{env['HTTP_PORT']}"
-        self.tls = ssl.create_default_context(cafile=str(cafile))
+        self.cafile = cafile
+
+    def tls(self) -> ssl.SSLContext:
+        """A new context trusting the stack's certificate: one per client thread (see clients.Load)."""
+        return ssl.create_default_context(cafile=str(self.cafile))
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -439,7 +444,7 @@ def other(release: str) -> str:
 def test_the_stack_serves_tls_from_its_secrets_to_one_process_tasks(stack):
     token = unique("q")
     # Verified against our own certificate: the proxy serves the secret, not its self-signed fallback.
-    with httpx.Client(verify=stack.tls) as client:
+    with httpx.Client(verify=stack.tls()) as client:
         for i in range(20):
             assert client.get(f"{stack.url}/items/{i}?q={token}").json() == {"item_id": i, "q": token}
     redirect = httpx.get(f"{stack.http_url}/items/1", follow_redirects=False)
@@ -459,7 +464,7 @@ def test_the_stack_serves_tls_from_its_secrets_to_one_process_tasks(stack):
         startup = startup_json(c.logs())
         assert (startup["process_manager"], startup["workers"]) == ("uvicorn", 1), startup
         assert (startup["cores"], startup["memory_limit"]) == (1, 256 * MIB), startup
-        assert [row["args"] for row in c.processes()] == ["python -m asgi_launcher serve"]
+        assert [row["args"].split(maxsplit=1)[1] for row in c.processes()] == ["-m asgi_launcher serve"]
         entries[cid] = [e for e in access_entries(c.logs()) if token in e["path"]]
     # Both tasks served; each request arrived as https from the client, not from the proxy's overlay
     # address: X-Forwarded-* are trusted from the stack's network.
@@ -653,8 +658,12 @@ def test_a_new_certificate_is_a_new_secret_and_a_new_proxy_task(stack, certifica
     """The cost of the one step that is not zero-downtime: the proxy is replaced stop-first (a port
     published in host mode is bound by one task per node). Measured, not bounded."""
     new_cert, new_key = make_certificate(tmp_path)
-    both = ssl.create_default_context(cafile=str(certificate[0]))
-    both.load_verify_locations(cafile=str(new_cert))
+
+    def both() -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(certificate[0]))
+        context.load_verify_locations(cafile=str(new_cert))
+        return context
+
     app_tasks = {t["ID"] for t in running(stack.app)}
     try:
         with Traffic(stack.url, both) as traffic:
