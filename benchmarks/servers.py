@@ -115,13 +115,14 @@ class PinnedVenv:
     """A venv under /tmp with the image's packages, then Uvicorn pinned below what our worker needs
     (as a derived image whose app pins an older Uvicorn gets it: pip warns about uvicorn-worker's
     requirement and installs the pin anyway), and this launcher installed editable. Made once per
-    lock file and kept for later runs; nothing else on the machine is touched."""
+    lock file and checkout (an editable install points at one checkout: a venv made from another
+    worktree served its older code) and kept for later runs; nothing else on the machine is touched."""
 
     UVICORN = "0.35.0"
 
     def __init__(self) -> None:
         lock = (REPO / "requirements.txt").read_bytes()
-        key = hashlib.sha256(lock + self.UVICORN.encode() + sys.version.encode()).hexdigest()[:12]
+        key = hashlib.sha256(lock + f"{self.UVICORN} {sys.version} {REPO}".encode()).hexdigest()[:12]
         self.root = Path(tempfile.gettempdir()) / f"asgi-bench-pinned-{key}"
         self.reason: str | None = None  # the launcher's own fallback line, read from the venv
 
