@@ -8,13 +8,21 @@ A block in the README
     <!-- end include -->
 
 receives the section of that file that starts with the heading given (up to the next heading of the
-same or a higher level). Run it after the runs:
+same or a higher level). A block
+
+    <!-- ratio results/features/results.json ours ours-no-metrics / 64 -->
+    (replaced)
+    <!-- end ratio -->
+
+receives the ratio of the two servers' median requests/s at that path and concurrency, with its
+paired bootstrap interval (benchmarks/intervals.py). Run it after the runs:
 
     .venv/bin/python benchmarks/readme.py
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -22,6 +30,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 README = HERE / "README.md"
 BLOCK = re.compile(r'(<!-- include (\S+) "([^"]+)" -->\n)(.*?)(<!-- end include -->)', re.DOTALL)
+RATIO = re.compile(r"(<!-- ratio (\S+) (\S+) (\S+) (\S+) (\d+) -->\n)(.*?)(<!-- end ratio -->)", re.DOTALL)
 
 
 def section(text: str, heading: str) -> str:
@@ -41,12 +50,39 @@ def section(text: str, heading: str) -> str:
     return "\n".join(body).strip("\n") + "\n"
 
 
-def fill(readme: str) -> str:
-    def replace(match: re.Match) -> str:
-        source = HERE / match.group(2)
-        return match.group(1) + section(source.read_text(), match.group(3)) + match.group(5)
+def requests_ratio(results: dict, server: str, reference: str, path: str, level: str) -> str:
+    import intervals
 
-    return BLOCK.sub(replace, readme)
+    def per_round(name: str) -> list[float | None]:
+        return [
+            r["paths"].get(path, {}).get(level, {}).get("requests_per_s") for r in results["rounds"][name]
+        ]
+
+    found = intervals.ratio(per_round(server), per_round(reference))
+    if found is None:
+        raise LookupError(f"{server} / {reference} at {path} c={level}")
+    return (
+        f"`{server}` / `{reference}`, requests/s at `{path}` c={level}: {found['ratio']:.2f}x "
+        f"[{found['low']:.2f}, {found['high']:.2f}] (95 % interval, {found['rounds']} rounds; per round "
+        f"{found['min']:.2f} to {found['max']:.2f})\n"
+    )
+
+
+def fill(readme: str) -> str:
+    def include(match: re.Match) -> str:
+        source = HERE / match.group(2)
+        body = section(source.read_text(), match.group(3))
+        # A chart linked from the results' own directory, linked from here.
+        folder = Path(match.group(2)).parent.as_posix()
+        body = re.sub(r"\]\((?![a-z]+:|/)([^)]+)\)", lambda link: f"]({folder}/{link.group(1)})", body)
+        return match.group(1) + body + match.group(5)
+
+    def ratio(match: re.Match) -> str:
+        results = json.loads((HERE / match.group(2)).read_text())
+        line = requests_ratio(results, match.group(3), match.group(4), match.group(5), match.group(6))
+        return match.group(1) + line + match.group(8)
+
+    return RATIO.sub(ratio, BLOCK.sub(include, readme))
 
 
 def main() -> int:

@@ -347,3 +347,18 @@ def test_readme_blocks_are_filled_from_the_results_sections():
     pattern = readme.BLOCK
     match = pattern.search(block)
     assert (match.group(2), match.group(3), match.group(4)) == ("results/x.md", "## Goals", "old\n")
+
+
+def test_readme_fill_links_charts_from_the_results_directory(tmp_path, monkeypatch):
+    import readme
+
+    (tmp_path / "results" / "x").mkdir(parents=True)
+    (tmp_path / "results" / "x" / "results.md").write_text(
+        "## Curve\n\n![Curve](chart.png) and [wrk](https://github.com/wg/wrk)\n"
+    )
+    monkeypatch.setattr(readme, "HERE", tmp_path)
+    filled = readme.fill('<!-- include results/x/results.md "## Curve" -->\nold\n<!-- end include -->')
+    assert filled == (
+        '<!-- include results/x/results.md "## Curve" -->\n'
+        "![Curve](results/x/chart.png) and [wrk](https://github.com/wg/wrk)\n<!-- end include -->"
+    )
