@@ -62,7 +62,7 @@ def requests_ratio(results: dict, server: str, reference: str, path: str, level:
     if found is None:
         raise LookupError(f"{server} / {reference} at {path} c={level}")
     return (
-        f"`{server}` / `{reference}`, requests/s at `{path}` c={level}: {found['ratio']:.2f}x "
+        f"- `{server}` / `{reference}`, requests/s at `{path}` c={level}: {found['ratio']:.2f}x "
         f"[{found['low']:.2f}, {found['high']:.2f}] (95 % interval, {found['rounds']} rounds; per round "
         f"{found['min']:.2f} to {found['max']:.2f})\n"
     )
