@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Fill benchmarks/README.md's figures from the runs' own results.md files, so that none is retyped.
+"""Fill the figures of benchmarks/README.md and of the project's README from the runs' own results
+files, so that none is retyped.
 
 A block in the README
 
@@ -28,7 +29,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-README = HERE / "README.md"
+# The benchmarks' README, and the project's front page with its few headline ratios.
+READMES = (HERE / "README.md", HERE.parent / "README.md")
 BLOCK = re.compile(r'(<!-- include (\S+) "([^"]+)" -->\n)(.*?)(<!-- end include -->)', re.DOTALL)
 RATIO = re.compile(r"(<!-- ratio (\S+) (\S+) (\S+) (\S+) (\d+) -->\n)(.*?)(<!-- end ratio -->)", re.DOTALL)
 
@@ -68,9 +70,12 @@ def requests_ratio(results: dict, server: str, reference: str, path: str, level:
     )
 
 
-def fill(readme: str) -> str:
+def fill(readme: str, base: Path | None = None) -> str:
+    """The blocks of a README filled; their paths are relative to ``base``, the README's directory."""
+    base = base or HERE
+
     def include(match: re.Match) -> str:
-        source = HERE / match.group(2)
+        source = base / match.group(2)
         body = section(source.read_text(), match.group(3))
         # A chart linked from the results' own directory, linked from here.
         folder = Path(match.group(2)).parent.as_posix()
@@ -78,7 +83,7 @@ def fill(readme: str) -> str:
         return match.group(1) + body + match.group(5)
 
     def ratio(match: re.Match) -> str:
-        results = json.loads((HERE / match.group(2)).read_text())
+        results = json.loads((base / match.group(2)).read_text())
         line = requests_ratio(results, match.group(3), match.group(4), match.group(5), match.group(6))
         return match.group(1) + line + match.group(8)
 
@@ -86,11 +91,12 @@ def fill(readme: str) -> str:
 
 
 def main() -> int:
-    try:
-        README.write_text(fill(README.read_text()))
-    except (OSError, LookupError) as error:
-        print(f"cannot fill benchmarks/README.md: {error}", file=sys.stderr)
-        return 1
+    for readme in READMES:
+        try:
+            readme.write_text(fill(readme.read_text(), readme.parent))
+        except (OSError, LookupError) as error:
+            print(f"cannot fill {readme}: {error}", file=sys.stderr)
+            return 1
     return 0
 
 
