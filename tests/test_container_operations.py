@@ -15,7 +15,10 @@ CGROUP = "/sys/fs/cgroup"  # cgroup v1 on these hosts (v2: the unit tests' fake 
 
 
 def scrape(container) -> dict[tuple[str, tuple], float]:
-    text = httpx.get(f"http://127.0.0.1:{container.ports[9100]}/metrics", timeout=10).text
+    response = httpx.get(f"http://127.0.0.1:{container.ports[9100]}/metrics", timeout=10)
+    # A collector's exception is a 500 with a one-line body; its traceback is in the server's log.
+    assert response.status_code == 200, (response.status_code, response.text, container.logs()[-4000:])
+    text = response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)
