@@ -175,7 +175,8 @@ def test_gunicorn_still_has_the_arbiter_we_subclass():
 def test_the_quick_arbiter_ends_the_stop_with_the_last_worker():
     from asgi_launcher.master import _AllGone, arbiter_class
 
-    arbiter = arbiter_class().__new__(arbiter_class())
+    quick = arbiter_class()
+    arbiter = quick.__new__(quick)  # no __init__: Gunicorn's needs an application
     arbiter.WORKERS = {}
     arbiter._stopping = True
     with pytest.raises(_AllGone):
