@@ -1,9 +1,10 @@
 # FastAPI/ASGI server image: Gunicorn managing Uvicorn workers, sized for the container.
 #
-#   docker compose up                                   this repo's app (target "app", the default)
-#   docker build --target base -t asgi-server:base .    drop-in for tiangolo/uvicorn-gunicorn-fastapi:
-#                                                       FROM asgi-server:base + COPY ./app /app
-# Hosts without a registry: scripts/build-base-image.sh, then --build-arg PYTHON_IMAGE=local/python:3.13-slim
+#   docker compose up                        this repo's app (target "app", the default)
+#   scripts/build.sh python3.11 ... | all    the drop-in tags for tiangolo/uvicorn-gunicorn-fastapi (target
+#                                            "base"), each on its Python image: python3.X is the full one
+#                                            (compilers, make, -dev headers), python3.X-slim the slim one
+# Hosts without a registry: scripts/build.sh builds the Python image from Debian packages first.
 ARG PYTHON_IMAGE=python:3.13-slim
 
 # ---- builder: the virtual environment and its SBOM; the runtime stages carry no pip cache or tools
@@ -14,14 +15,23 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv --system-site-packages /opt/venv \
     && python3 -m venv /opt/sbom-tool
 # Locks before code: editing the app or the launcher does not reinstall the dependencies.
+# --no-deps: the lock is complete, so nothing is resolved and the base's pip, whatever its version
+# (bookworm's 23.0.1 to today's), installs exactly the list; pip check proves it is whole.
 COPY requirements.txt requirements-sbom.txt /tmp/
 RUN --mount=type=cache,target=/root/.cache/pip \
-    /opt/venv/bin/pip install --require-hashes -r /tmp/requirements.txt \
-    && /opt/sbom-tool/bin/pip install --require-hashes -r /tmp/requirements-sbom.txt
+    /opt/venv/bin/pip install --no-deps --require-hashes -r /tmp/requirements.txt \
+    && /opt/venv/bin/pip check \
+    && /opt/sbom-tool/bin/pip install --no-deps --require-hashes -r /tmp/requirements-sbom.txt \
+    && /opt/sbom-tool/bin/pip check
 COPY pyproject.toml /src/
 COPY asgi_launcher /src/asgi_launcher
+# pip, pip3 and pip3.X go through the doctor: pip's output unchanged, then one line naming the tag to
+# use when a pin does not build on this one. `python -m pip`, or a pip that upgrades itself, skips it.
 RUN --mount=type=cache,target=/root/.cache/pip \
     /opt/venv/bin/pip install --no-deps /src \
+    && for pip in /opt/venv/bin/pip /opt/venv/bin/pip3 /opt/venv/bin/pip3.*; do \
+         printf '#!/opt/venv/bin/python\nfrom asgi_launcher.pipdoctor import main\nmain()\n' >"$pip"; \
+       done \
     && /opt/sbom-tool/bin/cyclonedx-py environment --pyproject /src/pyproject.toml \
        --output-format JSON --output-reproducible -o /opt/sbom.cdx.json /opt/venv/bin/python
 
@@ -36,7 +46,14 @@ LABEL org.opencontainers.image.title="asgi-server" \
 # time /start.sh switches to this user (APP_USER), so the app never runs as root. /app is the app
 # user's (GID 0 for arbitrary UIDs) so that the app can create files there, as SQLite does; /root
 # is traversable so that packages a build put there with `pip install --user` stay importable.
-RUN groupadd --gid "${APP_UID}" asgi \
+# adduser and addgroup, which derived Dockerfiles call as root: Debian trixie's slim images dropped
+# them, bookworm's (tiangolo's tags) had them.
+# hadolint ignore=DL3008
+RUN if ! command -v adduser >/dev/null; then \
+        apt-get update && apt-get install -y --no-install-recommends adduser \
+        && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
+    fi \
+    && groupadd --gid "${APP_UID}" asgi \
     && useradd --uid "${APP_UID}" --gid asgi --no-log-init --create-home --home-dir /home/asgi \
        --shell /usr/sbin/nologin asgi \
     && install -d -o asgi -g 0 -m 775 /app \
@@ -48,7 +65,9 @@ COPY scripts/start-reload.sh /start-reload.sh
 COPY scripts/healthcheck.sh /usr/local/bin/healthcheck
 COPY gunicorn_conf.py /gunicorn_conf.py
 COPY sample/main.py /app/main.py
-ENV PATH=/opt/venv/bin:$PATH \
+# Last on PATH, so only where no real make exists (the slim tags): `make: not found`, then the tag to use.
+COPY scripts/hints/ /usr/lib/asgi-server/hints/
+ENV PATH=/opt/venv/bin:$PATH:/usr/lib/asgi-server/hints \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

