@@ -37,6 +37,36 @@ elif [ -x /usr/bin/docker ]; then
   builder=(/usr/bin/docker build)  # Debian's client has BuildKit built in; the cache mounts need it
 fi
 
+# A foreign architecture is built without --platform: BuildKit would look for a base of another
+# platform in a registry even when it is local. The RUN steps still run the base's own binaries
+# (under qemu), so only the image's config names the wrong architecture: set it to the real one.
+stamp_architecture() {
+  local image=$1 arch=$2 work
+  work=$(mktemp -d)
+  docker save "$image" | tar -C "$work" -x
+  python3 - "$work" "$arch" <<'EOF'
+import hashlib, json, os, sys
+
+work, arch = sys.argv[1], sys.argv[2]
+with open(os.path.join(work, "manifest.json")) as file:
+    manifest = json.load(file)
+config_path = os.path.join(work, manifest[0]["Config"])
+with open(config_path) as file:
+    config = json.load(file)
+config["architecture"] = arch
+data = json.dumps(config, separators=(",", ":")).encode()
+os.remove(config_path)
+name = hashlib.sha256(data).hexdigest() + ".json"
+with open(os.path.join(work, name), "wb") as file:
+    file.write(data)
+manifest[0]["Config"] = name
+with open(os.path.join(work, "manifest.json"), "w") as file:
+    json.dump(manifest, file)
+EOF
+  tar -C "$work" -c . | docker load -q >/dev/null
+  rm -rf "$work"
+}
+
 for tag in "${requested[@]}"; do
   name=$tag
   [ "$tag" = latest ] && name=$LATEST
@@ -54,9 +84,8 @@ for tag in "${requested[@]}"; do
   out=$image:$name
   [ "$arch" = "$native" ] || out=$out-$arch
   echo "building $out FROM $base" >&2
-  platform=()
-  [ "$arch" = "$native" ] || platform=(--platform "linux/$arch")
-  DOCKER_BUILDKIT=1 "${builder[@]}" "${platform[@]}" --target base --build-arg "PYTHON_IMAGE=$base" -t "$out" .
+  DOCKER_BUILDKIT=1 "${builder[@]}" --target base --build-arg "PYTHON_IMAGE=$base" -t "$out" .
+  [ "$arch" = "$native" ] || stamp_architecture "$out" "$arch"
   if [ "$tag" = latest ] || { [ "$all" = 1 ] && [ "$name" = "$LATEST" ]; }; then
     docker tag "$out" "$image:latest${out#"$image:$name"}"
   fi

@@ -26,7 +26,7 @@ done
 for tag in $ARM64_VARIANTS; do
   python=${tag#python} variant=full
   [ "$python" != "${python%-slim}" ] && variant=slim
-  PYTHON_BASES+=" $tag-arm64=$(base_image "${python%-slim}" "$variant" arm64)"
+  base_image "${python%-slim}" "$variant" arm64 >/dev/null
 done
 PYTHON_IMAGE=${PYTHON_IMAGE:-$(base_image 3.13 slim)}
 export PYTHON_IMAGE PYTHON_BASES VARIANTS ARM64_VARIANTS

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from asgi_launcher import pipdoctor
 from asgi_launcher.doctor import Doctor, advice, build_advice, full_variant, tag
 from asgi_launcher.pipdoctor import command
 
@@ -143,7 +147,7 @@ def test_the_variant_is_full_where_gcc_is_on_path():
 
 
 # ---- a failed pip install: the tail of its output -> the tag to use instead
-# The outputs below follow what pip 24-26 print without a terminal (as in `docker build`): spinners as
+# Excerpts of what pip 24-26 print without a terminal (as in `docker build`): spinners as
 # "...: started" / "finished with status", subprocess output inside "╰─> [N lines of output]".
 
 TORCH_NO_RELEASE = """\
@@ -160,17 +164,12 @@ ERROR: Could not find a version that satisfies the requirement scipy==1.10.1 (fr
 ERROR: No matching distribution found for scipy==1.10.1
 """  # noqa: E501
 
-NUMPY_121 = """\
-ERROR: Ignored the following versions that require a different python version: 1.21.2 Requires-Python >=3.7,<3.11; 1.21.3 Requires-Python >=3.7,<3.11; 1.21.4 Requires-Python >=3.7,<3.11
-ERROR: Could not find a version that satisfies the requirement numpy==1.21.2 (from versions: 1.26.0, 1.26.1, 1.26.4, 2.0.0, 2.1.3)
-ERROR: No matching distribution found for numpy==1.21.2
-"""  # noqa: E501
-
-DJANGO_NEWER = """\
-ERROR: Ignored the following versions that require a different python version: 6.0 Requires-Python >=3.12; 6.0a1 Requires-Python >=3.12
-ERROR: Could not find a version that satisfies the requirement Django==6.0 (from versions: 5.1.4, 5.2, 5.2.8)
-ERROR: No matching distribution found for Django==6.0
-"""  # noqa: E501
+# An sdist from --find-links: its own Requires-Python, read after the download.
+SCIPY_DIFFERENT_PYTHON = """\
+Looking in links: /wheels
+Processing /wheels/scipy-1.10.1.tar.gz
+ERROR: Package 'scipy' requires a different Python: 3.13.1 not in '<3.12,>=3.8'
+"""
 
 NOTHING_AT_ALL = """\
 Looking in links: /wheels
@@ -178,12 +177,13 @@ ERROR: Could not find a version that satisfies the requirement tensorflow==2.12.
 ERROR: No matching distribution found for tensorflow==2.12.0
 """
 
+OFFLINE = """\
+WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/fastapi/
+"""  # noqa: E501
+
 NUMPY_DISTUTILS = """\
 Collecting numpy==1.24.4 (from -r requirements.txt (line 2))
   Downloading numpy-1.24.4.tar.gz (10.9 MB)
-     ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━ 10.9/10.9 MB 41.5 MB/s eta 0:00:00
-  Installing build dependencies: started
-  Installing build dependencies: finished with status 'done'
   Getting requirements to build wheel: started
   Getting requirements to build wheel: finished with status 'error'
   error: subprocess-exited-with-error
@@ -192,104 +192,40 @@ Collecting numpy==1.24.4 (from -r requirements.txt (line 2))
   │ exit code: 1
   ╰─> [20 lines of output]
       Traceback (most recent call last):
-        File "/opt/venv/lib/python3.12/site-packages/pip/_vendor/pyproject_hooks/_in_process/_in_process.py", line 353, in <module>
-          main()
-        File "/opt/venv/lib/python3.12/site-packages/pip/_vendor/pyproject_hooks/_in_process/_in_process.py", line 112, in get_requires_for_build_wheel
-          backend = _build_backend()
-                    ^^^^^^^^^^^^^^^^
         File "/tmp/pip-build-env-0c8w3q1n/overlay/lib/python3.12/site-packages/setuptools/__init__.py", line 10, in <module>
           import distutils.core
       ModuleNotFoundError: No module named 'distutils'
       [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
-error: subprocess-exited-with-error
-
-× Getting requirements to build wheel did not run successfully.
-│ exit code: 1
-╰─> See above for output.
-
-note: This error originates from a subprocess, and is likely not a problem with pip.
 """  # noqa: E501
 
 # pip 25.3+: the failed step names the package.
 NUMPY_IMPIMPORTER = """\
 Collecting numpy==1.24.4
   Using cached numpy-1.24.4.tar.gz (10.9 MB)
-  Installing build dependencies: started
-  Installing build dependencies: finished with status 'done'
-  Getting requirements to build wheel: started
   Getting requirements to build wheel: finished with status 'error'
-  error: subprocess-exited-with-error
-
-  × Getting requirements to build wheel did not run successfully.
-  │ exit code: 1
   ╰─> [33 lines of output]
-        File "/tmp/pip-build-env-tv1xq0a2/overlay/lib/python3.13/site-packages/pkg_resources/__init__.py", line 2172, in <module>
-          register_finder(pkgutil.ImpImporter, find_on_path)
-                          ^^^^^^^^^^^^^^^^^^^
       AttributeError: module 'pkgutil' has no attribute 'ImpImporter'. Did you mean: 'zipimporter'?
       [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
 ERROR: Failed to build 'numpy' when getting requirements to build wheel
-"""  # noqa: E501
+"""
 
 PYDANTIC_CORE_RUST = """\
 Collecting pydantic==2.5.3 (from -r requirements.txt (line 5))
   Downloading pydantic-2.5.3-py3-none-any.whl.metadata (65 kB)
 Collecting pydantic-core==2.14.6 (from pydantic==2.5.3->-r requirements.txt (line 5))
   Downloading pydantic_core-2.14.6.tar.gz (360 kB)
-  Installing build dependencies: started
-  Installing build dependencies: finished with status 'done'
-  Getting requirements to build wheel: started
-  Getting requirements to build wheel: finished with status 'done'
-  Preparing metadata (pyproject.toml): started
   Preparing metadata (pyproject.toml): finished with status 'error'
-  error: subprocess-exited-with-error
-
-  × Preparing metadata (pyproject.toml) did not run successfully.
-  │ exit code: 1
   ╰─> [6 lines of output]
-
       Cargo, the Rust package manager, is not installed or is not on PATH.
-      This package requires Rust and Cargo to compile extensions. Install it through
-      the system's package manager or via https://rustup.rs/
-
-      Checking for Rust toolchain....
       [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
 error: metadata-generation-failed
-
-× Encountered error while generating package metadata.
-╰─> See above for output.
-
-note: This is an issue with the package mentioned above, not pip.
-hint: See above for details.
 """
 
 CRYPTOGRAPHY_RUST = """\
-Building wheels for collected packages: cryptography
-  Building wheel for cryptography (pyproject.toml): started
   Building wheel for cryptography (pyproject.toml): finished with status 'error'
-  error: subprocess-exited-with-error
-
-  × Building wheel for cryptography (pyproject.toml) did not run successfully.
-  │ exit code: 1
   ╰─> [12 lines of output]
-      running bdist_wheel
-      running build_rust
-
-          =============================DEBUG ASSISTANCE=============================
-          If you are seeing a compilation error please try the following steps to
-          successfully install cryptography:
-          =============================DEBUG ASSISTANCE=============================
-
       error: can't find Rust compiler
       [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
   ERROR: Failed building wheel for cryptography
 Failed to build cryptography
 ERROR: Could not build wheels for cryptography, which is required to install pyproject.toml-based projects
@@ -297,49 +233,28 @@ ERROR: Could not build wheels for cryptography, which is required to install pyp
 
 # pip 24.0 (tiangolo's), building on a slim variant.
 UVLOOP_NO_GCC = """\
-Building wheels for collected packages: uvloop
-  Building wheel for uvloop (pyproject.toml): started
   Building wheel for uvloop (pyproject.toml): finished with status 'error'
-  error: subprocess-exited-with-error
-
-  × Building wheel for uvloop (pyproject.toml) did not run successfully.
-  │ exit code: 1
   ╰─> [9 lines of output]
-      running bdist_wheel
-      running build_ext
-      building 'uvloop.loop' extension
-      creating build/temp.linux-x86_64-cpython-313/uvloop
-      gcc -fno-strict-overflow -Wsign-compare -DNDEBUG -g -O3 -Wall -fPIC -I/opt/venv/include -I/usr/local/include/python3.13 -c uvloop/loop.c -o build/temp.linux-x86_64-cpython-313/uvloop/loop.o -O2
+      gcc -fno-strict-overflow -Wsign-compare -DNDEBUG -g -O3 -Wall -fPIC -c uvloop/loop.c -o build/uvloop/loop.o
       error: command 'gcc' failed: No such file or directory
       [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
   ERROR: Failed building wheel for uvloop
 Failed to build uvloop
-ERROR: Could not build wheels for uvloop, which is required to install pyproject.toml-based projects
 """  # noqa: E501
 
 # pip 25.1+: the failed wheels as a diagnostic; the compiler as Debian's system Python names it.
 PSUTIL_NO_CC = """\
   Building wheel for psutil (pyproject.toml): finished with status 'error'
-  ╰─> [4 lines of output]
-      building 'psutil._psutil_linux' extension
-      x86_64-linux-gnu-gcc -Wsign-compare -fPIC -DPSUTIL_POSIX=1 -c psutil/_psutil_linux.c
       error: command 'x86_64-linux-gnu-gcc' failed: No such file or directory
-      [end of output]
 Failed to build psutil
-error: failed-wheel-build-for-install
-
 × Failed to build installable wheels for some pyproject.toml based projects
 ╰─> psutil
 """
 
 MAKE_MISSING = """\
   Building wheel for pysqlite3 (setup.py): finished with status 'error'
-  ╰─> [3 lines of output]
-      running build_ext
       sh: 1: make: not found
-      [end of output]
+Failed to build pysqlite3
 ERROR: ERROR: Failed to build installable wheels for some pyproject.toml based projects (pysqlite3)
 """
 
@@ -348,69 +263,70 @@ MESON_NO_COMPILER = """\
 Collecting numpy==2.0.2
   Downloading numpy-2.0.2.tar.gz (18.9 MB)
   Preparing metadata (pyproject.toml): finished with status 'error'
-  ╰─> [14 lines of output]
-      The Meson build system
       ../meson.build:1:0: ERROR: Unknown compiler(s): [['cc'], ['gcc'], ['clang'], ['nvc'], ['pgcc'], ['icc'], ['icx']]
-      The following exception(s) were encountered:
-      Running `cc --version` gave "[Errno 2] No such file or directory: 'cc'"
-      [end of output]
 error: metadata-generation-failed
-"""  # noqa: E501
-
-# A full variant: gcc ran, the old C code does not compile against Python 3.13.
-UVLOOP_DOES_NOT_COMPILE = """\
-  Building wheel for uvloop (pyproject.toml): finished with status 'error'
-  ╰─> [5 lines of output]
-      gcc -Wsign-compare -DNDEBUG -g -fwrapv -O3 -Wall -fPIC -I/usr/local/include/python3.13 -c uvloop/loop.c -o build/uvloop/loop.o
-      uvloop/loop.c:251:12: error: 'PyLongObject' {aka 'struct _longobject'} has no member named 'ob_digit'
-      error: command '/usr/bin/gcc' failed with exit code 1
-      [end of output]
-  ERROR: Failed building wheel for uvloop
-Failed to build uvloop
-ERROR: ERROR: Failed to build installable wheels for some pyproject.toml based projects (uvloop)
 """  # noqa: E501
 
 PSYCOPG2_NO_PG_CONFIG = """\
 Collecting psycopg2==2.9.9
   Downloading psycopg2-2.9.9.tar.gz (384 kB)
   Preparing metadata (setup.py): finished with status 'error'
-  error: subprocess-exited-with-error
-
   × python setup.py egg_info did not run successfully.
-  │ exit code: 1
   ╰─> [5 lines of output]
       Error: pg_config executable not found.
-
-      pg_config is required to build psycopg2 from source.  Please add the directory
-      containing pg_config to the $PATH or specify the full executable path with the
-      [end of output]
-error: metadata-generation-failed
 """
 
-# A local project whose setup.py needs the wheel package, on python3.11-slim: nothing of the move.
+MYSQLCLIENT_NO_CONFIG = """\
+Collecting mysqlclient==2.1.1
+  Preparing metadata (setup.py): finished with status 'error'
+      /bin/sh: 1: mysql_config: not found
+      OSError: mysql_config not found
+"""
+
+MYSQLCLIENT_NO_PKG_CONFIG = """\
+Collecting mysqlclient==2.2.0
+  Preparing metadata (pyproject.toml): finished with status 'error'
+      /bin/sh: 1: pkg-config: not found
+"""
+
+LLAMA_NO_CMAKE_COMPILER = """\
+  Building wheel for llama-cpp-python (pyproject.toml): finished with status 'error'
+        No CMAKE_C_COMPILER could be found.
+Failed to build llama-cpp-python
+"""
+
+# A slim variant where the user installed gcc, not libffi-dev.
+CFFI_NO_HEADER = """\
+  Building wheel for cffi (pyproject.toml): finished with status 'error'
+      c/_cffi_backend.c:15:10: fatal error: ffi.h: No such file or directory
+      error: command '/usr/bin/gcc' failed with exit code 1
+Failed to build cffi
+"""
+
+# A full variant: gcc ran, the old C code does not compile against Python 3.13.
+UVLOOP_DOES_NOT_COMPILE = """\
+  Building wheel for uvloop (pyproject.toml): finished with status 'error'
+      uvloop/loop.c:251:12: error: 'PyLongObject' {aka 'struct _longobject'} has no member named 'ob_digit'
+      error: command '/usr/bin/gcc' failed with exit code 1
+  ERROR: Failed building wheel for uvloop
+Failed to build uvloop
+ERROR: ERROR: Failed to build installable wheels for some pyproject.toml based projects (uvloop)
+"""
+
+# A local project whose setup.py needs the wheel package: pip names nothing.
 BDIST_WHEEL_MISSING = """\
 Processing ./cext
-  Preparing metadata (pyproject.toml): started
   Preparing metadata (pyproject.toml): finished with status 'error'
-  error: subprocess-exited-with-error
-
   × Preparing metadata (pyproject.toml) did not run successfully.
-  │ exit code: 1
   ╰─> [6 lines of output]
-      usage: setup.py [global_opts] cmd1 [cmd1_opts] [cmd2 [cmd2_opts] ...]
-
       error: invalid command 'bdist_wheel'
-      [end of output]
-
-  note: This error originates from a subprocess, and is likely not a problem with pip.
-error: metadata-generation-failed
 """
 
 UVICORN_OLD_METADATA = """\
 Collecting uvicorn==0.14.0
   Downloading uvicorn-0.14.0-py3-none-any.whl.metadata (4.8 kB)
 WARNING: Ignoring version 0.14.0 of uvicorn since it has invalid metadata:
-Requested uvicorn==0.14.0 from https://files.pythonhosted.org/packages/34/f4/uvicorn-0.14.0-py3-none-any.whl has invalid metadata: Expected matching RIGHT_PARENTHESIS for LEFT_PARENTHESIS, after version specifier
+Requested uvicorn==0.14.0 from https://index.invalid/packages/34/f4/uvicorn-0.14.0-py3-none-any.whl has invalid metadata: Expected matching RIGHT_PARENTHESIS for LEFT_PARENTHESIS, after version specifier
     click (==7.*)
           ~^
 Please use pip<24.1 if you need to use this version.
@@ -420,33 +336,29 @@ ERROR: No matching distribution found for uvicorn==0.14.0
 
 SUCCESS = """\
 Collecting fastapi==0.115.6 (from -r requirements.txt (line 1))
-  Downloading fastapi-0.115.6-py3-none-any.whl.metadata (27 kB)
-Building wheels for collected packages: pysqlite3
   Building wheel for pysqlite3 (pyproject.toml): finished with status 'done'
 Successfully built pysqlite3
-Installing collected packages: fastapi, pysqlite3
 Successfully installed fastapi-0.115.6 pysqlite3-0.5.4
 """
 
 HASH_MISMATCH = """\
 ERROR: THESE PACKAGES DO NOT MATCH THE HASHES FROM THE REQUIREMENTS FILE. If you have updated the package versions, please update the hashes. Otherwise, examine the package contents carefully; someone may have tampered with them.
-    fastapi==0.115.6 from https://files.pythonhosted.org/packages/fastapi-0.115.6-py3-none-any.whl:
+    fastapi==0.115.6 from https://index.invalid/packages/fastapi-0.115.6-py3-none-any.whl:
         Expected sha256 0000000000000000000000000000000000000000000000000000000000000000
              Got        e9c2716e2ac7c3b4a3bbd6b4b5d2e0a1f6d7c8b9a0e1f2d3c4b5a69788796a5b
 """  # noqa: E501
 
 CONFLICT = """\
 ERROR: Cannot install fastapi==0.95.2 and pydantic==2.5.3 because these package versions have conflicting dependencies.
-
-The conflict is caused by:
-    The user requested pydantic==2.5.3
     fastapi 0.95.2 depends on pydantic!=1.7, !=1.7.1, !=1.7.2, !=1.7.3, !=1.8, !=1.8.1, <2.0.0 and >=1.6.2
-
 ERROR: ResolutionImpossible: for help visit https://pip.pypa.io/en/latest/topics/dependency-resolution/#dealing-with-dependency-conflicts
 """  # noqa: E501
 
-OFFLINE = """\
-WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after connection broken by 'NewConnectionError('<pip._vendor.urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish a new connection: [Errno -3] Temporary failure in name resolution')': /simple/fastapi/
+# A subprocess that is no build: pip's git clone of a private repository.
+GIT_CLONE_FAILED = """\
+Collecting private@ git+https://github.com/example/private.git (from -r requirements.txt (line 3))
+  fatal: could not read Username for 'https://github.com': No such device or address
+  × git clone --filter=blob:none --quiet https://github.com/example/private.git /tmp/pip-install-8k2/private did not run successfully.
 """  # noqa: E501
 
 
@@ -454,162 +366,149 @@ def hint(output: str, python: tuple[int, int] = (3, 13), full: bool = False) -> 
     return build_advice(output, python, full)
 
 
-def test_a_pin_without_a_release_for_this_python_names_python311_of_the_same_variant():
-    assert hint(TORCH_NO_RELEASE, (3, 12), full=False) == (
-        "HINT: torch==1.13.1 has no release for Python 3.12: use the python3.11-slim tag, where pins made "
-        "for tiangolo's image have theirs, or pin one of the versions pip lists above"
+def test_metadata_that_new_pip_rejects_names_old_pip():
+    assert hint(UVICORN_OLD_METADATA, (3, 13)) == (
+        'HINT: uvicorn==0.14.0 has metadata that pip 24.1 and later reject: add RUN pip install "pip<24.1" '
+        "before this install (tiangolo's image had pip 24.0), or pin a newer uvicorn"
     )
-    assert "use the python3.11 tag," in hint(TORCH_NO_RELEASE, (3, 14), full=True)
-    # Already on python3.11: no older tag, the pin is what to change.
-    assert hint(TORCH_NO_RELEASE, (3, 11), full=False) == (
-        "HINT: torch==1.13.1 has no release for Python 3.11: pin one of the versions pip lists above"
+    # Without pip's line about it, the same error is a pin with no release.
+    other = hint(UVICORN_OLD_METADATA.replace("Please use pip<24.1 if", "Use an older pip if"), (3, 13))
+    assert other.startswith("HINT: pip found no release of uvicorn==0.14.0 for Python 3.13")
+
+
+def test_a_build_that_needs_rust_names_python311_of_the_same_variant():
+    assert hint(PYDANTIC_CORE_RUST, (3, 13), full=False) == (
+        "HINT: pydantic-core==2.14.6 has no wheel for Python 3.13 here and building it needs Rust, which "
+        "the image does not have: use the python3.11-slim tag, or pin a newer pydantic-core"
+    )
+    assert hint(CRYPTOGRAPHY_RUST, (3, 12), full=True) == (
+        "HINT: cryptography has no wheel for Python 3.12 here and building it needs Rust, which the image "
+        "does not have: use the python3.11 tag, or pin a newer cryptography"
+    )
+    # python3.11 has no older tag to name.
+    assert hint(PYDANTIC_CORE_RUST, (3, 11), full=False).endswith(
+        "does not have: pin a newer pydantic-core (one with a wheel)"
     )
 
 
-def test_requires_python_picks_the_tag_that_admits_the_pin():
-    assert hint(SCIPY_REQUIRES_PYTHON, (3, 13), full=True) == (
-        "HINT: scipy==1.10.1 does not support Python 3.13 (Requires-Python <3.12,>=3.8): use the "
-        "python3.11 tag, or pin a newer scipy"
+def test_a_build_that_needs_a_removed_module_predates_the_python():
+    # The README quotes this line.
+    assert hint(NUMPY_DISTUTILS, (3, 12), full=False) == (
+        "HINT: numpy==1.24.4 predates Python 3.12 (its build imports distutils, which Python 3.12 removed): "
+        "use the python3.11-slim tag, or pin a newer numpy"
     )
-    # numpy 1.21 runs on no tag of this image: python3.11 would fail the same way.
-    numpy = hint(NUMPY_121, (3, 12), full=False)
-    assert numpy == (
-        "HINT: numpy==1.21.2 runs on no Python this image has a tag for (Requires-Python >=3.7,<3.11): "
-        "pin a version of numpy that supports Python 3.12"
+    assert hint(NUMPY_DISTUTILS, (3, 14), full=True).endswith(
+        ": use the python3.11 tag, or pin a newer numpy"
     )
-    # A range: the releases it allows are the ones that count.
-    assert hint(NUMPY_121.replace("numpy==1.21.2", "numpy~=1.21.0"), (3, 12), full=False).startswith(
-        "HINT: numpy~=1.21.0 runs on no Python this image has a tag for (Requires-Python >=3.7,<3.11)"
-    )
-    # A pin newer than this Python: the next tag up.
-    assert hint(DJANGO_NEWER, (3, 11), full=False) == (
-        "HINT: Django==6.0 does not support Python 3.11 (Requires-Python >=3.12): use the python3.12-slim "
-        "tag, or pin an older Django"
-    )
-
-
-def test_a_requirement_pip_found_nothing_for():
-    assert hint(NOTHING_AT_ALL, (3, 13), full=False) == (
-        "HINT: pip found no release of tensorflow==2.12.0 for Python 3.13: if it has releases for older "
-        "Pythons, use the python3.11-slim tag; otherwise check the name and the index (--index-url, "
-        "--find-links)"
-    )
-    assert "python3.11" not in hint(NOTHING_AT_ALL, (3, 11), full=False)
-
-
-def test_a_build_that_needs_distutils_predates_python312():
-    assert hint(NUMPY_DISTUTILS, (3, 12), full=True) == (
-        "HINT: numpy==1.24.4 predates Python 3.12 (its build imports distutils, which Python 3.12 "
-        "removed): use the python3.11 tag, or pin a newer numpy"
-    )
-    assert "use the python3.11-slim tag" in hint(NUMPY_DISTUTILS, (3, 14), full=False)
     assert hint(NUMPY_IMPIMPORTER, (3, 13), full=False) == (
         "HINT: numpy==1.24.4 predates Python 3.12 (its build uses pkgutil.ImpImporter, which Python 3.12 "
         "removed): use the python3.11-slim tag, or pin a newer numpy"
     )
-    # Python 3.11 still has distutils: the build failed for another reason, and python3.11 is no advice.
-    assert "python3.11 tag" not in hint(NUMPY_DISTUTILS, (3, 11), full=True)
+    cgi = NUMPY_DISTUTILS.replace("'distutils'", "'cgi'")
+    assert "predates Python 3.13 (its build imports cgi, which Python 3.13 removed)" in hint(cgi, (3, 13))
+    # Pythons that still have the module: it is a build failure like any other.
+    assert hint(cgi, (3, 12)).startswith("HINT: numpy==1.24.4 has no wheel for Python 3.12")
+    assert hint(NUMPY_DISTUTILS, (3, 11), full=True) is None
 
 
-def test_a_build_that_needs_rust_names_python311():
-    assert hint(PYDANTIC_CORE_RUST, (3, 13), full=False) == (
-        "HINT: pydantic-core==2.14.6 has no wheel for Python 3.13 here and building it needs Rust, which "
-        "the image does not have: use the python3.11-slim tag, where the pins of tiangolo's image have "
-        "wheels, or pin a newer pydantic-core"
-    )
-    # Rust wins over the compiler a slim variant also lacks; full stays full.
-    assert "use the python3.11 tag," in hint(CRYPTOGRAPHY_RUST, (3, 12), full=True)
-    assert hint(CRYPTOGRAPHY_RUST, (3, 12), full=True).startswith("HINT: cryptography has no wheel")
-    assert hint(PYDANTIC_CORE_RUST, (3, 11), full=False) == (
-        "HINT: pydantic-core==2.14.6 has no wheel for Python 3.11 here and building it needs Rust, which "
-        "the image does not have: pin a newer pydantic-core (one with a wheel), or install Rust "
-        "(https://rustup.rs) first"
-    )
-
-
-def test_a_build_without_a_compiler_on_a_slim_variant_names_the_full_tag():
+def test_a_build_without_build_tools_on_a_slim_variant_names_the_full_tag():
     assert hint(UVLOOP_NO_GCC, (3, 13), full=False) == (
-        "HINT: building uvloop from source needs a C compiler, which the slim variant does not have: use "
-        "the python3.13 tag (gcc, make and -dev headers), or RUN apt-get update && apt-get install -y "
-        "build-essential before this install"
+        "HINT: building uvloop from source needs build tools that the slim variant does not have: use the "
+        "python3.13 tag (gcc, make and -dev headers), or RUN apt-get update && apt-get install -y "
+        "build-essential (and the -dev package the error names) before this install"
     )
-    assert hint(PSUTIL_NO_CC, (3, 12), full=False).startswith(
-        "HINT: building psutil from source needs a C compiler, which the slim variant does not have: use "
-        "the python3.12 tag"
-    )
-    assert hint(MAKE_MISSING, (3, 14), full=False).startswith(
-        "HINT: building pysqlite3 from source needs make, which the slim variant does not have: use the "
-        "python3.14 tag"
-    )
-    assert hint(MESON_NO_COMPILER, (3, 11), full=False).startswith(
-        "HINT: building numpy==2.0.2 from source needs a C compiler, which the slim variant does not have: "
-        "use the python3.11 tag"
-    )
-
-
-def test_a_source_that_does_not_build_on_a_full_variant_names_python311():
-    assert hint(UVLOOP_DOES_NOT_COMPILE, (3, 13), full=True) == (
-        "HINT: uvloop has no wheel for Python 3.13 here and its source does not build on it: use the "
-        "python3.11 tag, where the pins of tiangolo's image have wheels, or pin a newer uvloop"
-    )
-    on_311 = hint(UVLOOP_DOES_NOT_COMPILE, (3, 11), full=True)
-    assert on_311 == (
-        "HINT: uvloop has no wheel for Python 3.11 here and its source did not build: pin a newer uvloop "
-        "(one with a wheel), or install what the error above says is missing"
-    )
-    # A slim variant where no compiler or -dev file is named missing: the same advice, slim stays slim.
-    assert hint(BDIST_WHEEL_MISSING, (3, 13), full=False) == (
-        "HINT: a package has no wheel for Python 3.13 here and its source does not build on it: use the "
-        "python3.11-slim tag, where the pins of tiangolo's image have wheels, or pin a newer version"
-    )
-    assert "python3.11" not in hint(BDIST_WHEEL_MISSING, (3, 11), full=False)
-
-
-def test_a_build_without_dev_files_on_a_slim_variant_names_the_full_tag():
-    assert hint(PSYCOPG2_NO_PG_CONFIG, (3, 13), full=False) == (
-        "HINT: building psycopg2==2.9.9 from source needs -dev files that the slim variant does not have: "
-        "use the python3.13 tag (gcc, make and -dev headers), or RUN apt-get update && apt-get install -y "
-        "build-essential and the -dev package the error above names"
-    )
-    # The full variants have them: there it is a source that does not build on this Python.
+    for output, pin in (
+        (PSUTIL_NO_CC, "psutil"),
+        (MAKE_MISSING, "pysqlite3"),
+        (MESON_NO_COMPILER, "numpy==2.0.2"),
+        (PSYCOPG2_NO_PG_CONFIG, "psycopg2==2.9.9"),
+        (CFFI_NO_HEADER, "cffi"),
+        (MYSQLCLIENT_NO_CONFIG, "mysqlclient==2.1.1"),
+        (MYSQLCLIENT_NO_PKG_CONFIG, "mysqlclient==2.2.0"),
+        (LLAMA_NO_CMAKE_COMPILER, "llama-cpp-python"),
+    ):
+        assert hint(output, (3, 12), full=False).startswith(
+            f"HINT: building {pin} from source needs build tools that the slim variant does not have: use "
+            "the python3.12 tag (gcc, make and -dev headers)"
+        ), output
+    # The full variants have them: there the source does not build on this Python.
     assert hint(PSYCOPG2_NO_PG_CONFIG, (3, 13), full=True).startswith(
-        "HINT: psycopg2==2.9.9 has no wheel for Python 3.13 here and its source does not build on it: use "
-        "the python3.11 tag,"
+        "HINT: psycopg2==2.9.9 has no wheel for Python 3.13 here and its source does not build on it"
     )
 
 
-def test_metadata_that_new_pip_rejects_names_old_pip():
-    assert hint(UVICORN_OLD_METADATA, (3, 13), full=False) == (
-        'HINT: uvicorn==0.14.0 has metadata that pip 24.1 and later reject: add RUN pip install "pip<24.1" '
-        "before this install (tiangolo's image had pip 24.0), or pin a newer uvicorn"
+def test_no_release_for_this_python_names_python311_of_the_same_variant():
+    assert hint(TORCH_NO_RELEASE, (3, 12), full=False) == (
+        "HINT: pip found no release of torch==1.13.1 for Python 3.12: use the python3.11-slim tag, where "
+        "pins made for tiangolo's image have theirs, or pin a version that supports Python 3.12"
     )
-
-
-def test_coloured_output_reads_the_same():
-    coloured = UVLOOP_NO_GCC.replace("error: command", "\x1b[1;31merror\x1b[0m: command").replace(
-        "\n", "\r\n"
+    # Releases pip ignored for their Requires-Python, or none at all: the same advice.
+    assert "release of scipy==1.10.1 for Python 3.13: use the python3.11 tag," in hint(
+        SCIPY_REQUIRES_PYTHON, (3, 13), full=True
     )
-    assert hint(coloured, (3, 13), full=False) == hint(UVLOOP_NO_GCC, (3, 13), full=False) is not None
-
-
-def test_output_that_is_not_a_move_gets_no_advice():
-    # Positive control through the same helper: the helper and the parser work.
-    assert hint(NUMPY_DISTUTILS) is not None
-    assert hint(SUCCESS) is None
-    assert hint(HASH_MISMATCH) is None
-    assert hint(CONFLICT) is None
-    assert hint("") is None
-    # A compiler missing where there is one (full) is not the slim variant's; without a build failure
-    # line there is nothing to advise on.
-    assert hint("sh: 1: cc: not found\n", full=True) is None
-    assert hint("sh: 1: cc: not found\n", full=False) is not None
+    assert "release of scipy==1.10.1 for Python 3.13: use the python3.11-slim tag," in hint(
+        SCIPY_DIFFERENT_PYTHON, (3, 13), full=False
+    )
+    assert "release of tensorflow==2.12.0 for Python 3.14: use the python3.11-slim tag," in hint(
+        NOTHING_AT_ALL, (3, 14), full=False
+    )
+    # python3.11 has no older tag: another pin, or the index.
+    assert hint(TORCH_NO_RELEASE, (3, 11), full=False) == (
+        "HINT: pip found no release of torch==1.13.1 for Python 3.11: pin another version, or check the "
+        "name and the index (--index-url, --find-links)"
+    )
 
 
 def test_an_index_pip_could_not_reach_is_no_matter_of_the_python():
-    assert hint(NOTHING_AT_ALL, (3, 13)) is not None  # positive control: the same failure, online
+    assert hint(NOTHING_AT_ALL, (3, 13)) is not None  # control: the same failure, online
     assert hint(OFFLINE + NOTHING_AT_ALL, (3, 13)) is None
-    # pip listed versions: it reached the index, a retry on the way does not change the advice.
-    assert hint(OFFLINE + TORCH_NO_RELEASE, (3, 12)) == hint(TORCH_NO_RELEASE, (3, 12))
+    ssl = "Could not fetch URL https://index.invalid/simple/tensorflow/: There was a problem confirming the ssl "
+    assert (
+        hint(f"{ssl}certificate: HTTPSConnectionPool(host='index.invalid') - skipping\n{NOTHING_AT_ALL}") is None
+    )
+    # pip listed versions: it reached the index, a retry on the way changes nothing.
+    assert hint(OFFLINE + TORCH_NO_RELEASE, (3, 12)) == hint(TORCH_NO_RELEASE, (3, 12)) is not None
+
+
+def test_any_other_failed_build_on_a_newer_python_names_python311():
+    assert hint(UVLOOP_DOES_NOT_COMPILE, (3, 13), full=True) == (
+        "HINT: uvloop has no wheel for Python 3.13 here and its source does not build on it: use the "
+        "python3.11 tag, or pin a newer uvloop"
+    )
+    # Nothing names the package: still the tag.
+    assert hint(BDIST_WHEEL_MISSING, (3, 13), full=False) == (
+        "HINT: a package has no wheel for Python 3.13 here and its source does not build on it: use the "
+        "python3.11-slim tag, or pin a newer version"
+    )
+    # On python3.11, tiangolo's newest Python, a build that fails is not the move's doing.
+    assert hint(UVLOOP_DOES_NOT_COMPILE, (3, 11), full=True) is None
+    assert hint(BDIST_WHEEL_MISSING, (3, 11), full=False) is None
+
+
+def test_the_hint_names_the_version_pip_was_building():
+    # pip 25.3's "Failed to build 'numpy'" names it; the sdist it used, the version.
+    assert hint(NUMPY_IMPIMPORTER.replace("Collecting numpy==1.24.4\n", "")).startswith(
+        "HINT: numpy==1.24.4 predates"
+    )
+    # A dependency's range: the version is the download's, whose name has _ for -.
+    ranged = PYDANTIC_CORE_RUST.replace("pydantic-core==2.14.6 (", "pydantic-core<2.15,>=2.14.6 (")
+    assert hint(ranged).startswith("HINT: pydantic-core==2.14.6 has no wheel")
+    assert hint(ranged.replace("_core-2.14.6.tar", "_core.tar")).startswith(
+        "HINT: pydantic-core has no wheel"
+    )
+    # pip wheel's closing line names no package.
+    assert hint(UVLOOP_DOES_NOT_COMPILE + "ERROR: Failed to build one or more wheels\n").startswith(
+        "HINT: uvloop has no wheel"
+    )
+
+
+def test_output_that_is_not_a_move_gets_no_advice():
+    assert hint(NUMPY_DISTUTILS) is not None  # control: the helper and the parser work
+    for output in (SUCCESS, HASH_MISMATCH, CONFLICT, GIT_CLONE_FAILED, ""):
+        assert hint(output) is None, output
+    # A missing compiler is the slim variant's, and a full one has it.
+    assert hint("sh: 1: cc: not found\n", full=False) is not None
+    assert hint("sh: 1: cc: not found\n", full=True) is None
 
 
 # ---- the image's pip (asgi_launcher/pipdoctor.py) and make (scripts/hints/make), as processes
@@ -677,44 +576,81 @@ def test_other_pip_commands_pass_through_unchanged():
     assert wrapped.stderr == plain.stderr == ""
 
 
-def test_a_pip_folder_in_the_working_directory_does_not_replace_pip(tmp_path):
-    # As with the pip script: the working directory is not on sys.path (python -P).
+def fake_pip(tmp_path: Path, code: str) -> dict[str, str]:
+    """A pip package of this code in tmp_path, and an environment where it comes before the real one."""
     (tmp_path / "pip").mkdir()
     (tmp_path / "pip" / "__init__.py").write_text("")
-    (tmp_path / "pip" / "__main__.py").write_text("print('not pip')\n")
-    (tmp_path / "links").mkdir()
-    links = str(tmp_path / "links")
-    for args in (["--version"], ["install", "--no-index", "--find-links", links, "nosuchpkg==1.0"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "asgi_launcher.pipdoctor", *args],
-            capture_output=True,
-            text=True,
-            env=pip_env(),
-            cwd=tmp_path,
-            timeout=120,
-            check=False,
-        )
+    (tmp_path / "pip" / "__main__.py").write_text(code)
+    return {**pip_env(), "PYTHONPATH": f"{REPO}{os.pathsep}{tmp_path}"}
+
+
+WRAPPED_INSTALL = [sys.executable, "-m", "asgi_launcher.pipdoctor", "install", "x"]
+
+
+def test_a_pip_folder_in_the_working_directory_does_not_replace_pip(tmp_path):
+    # As with the pip script: the working directory is not on sys.path (python -P).
+    fake_pip(tmp_path, "print('not pip')\n")
+    run = {"capture_output": True, "text": True, "env": pip_env(), "cwd": tmp_path, "timeout": 120}
+    for args in (["--version"], ["install", "--no-index", "--find-links", str(tmp_path), "nosuchpkg==1.0"]):
+        result = subprocess.run([sys.executable, "-m", "asgi_launcher.pipdoctor", *args], **run, check=False)
         assert "not pip" not in result.stdout
         assert "pip" in result.stdout + result.stderr
-    shadowed = subprocess.run(
-        [sys.executable, "-m", "pip", "--version"],
-        capture_output=True,
-        text=True,
-        env=pip_env(),
-        cwd=tmp_path,
-        check=False,
-    )
+    shadowed = subprocess.run([sys.executable, "-m", "pip", "--version"], **run, check=False)
     assert shadowed.stdout == "not pip\n"  # control: a bare -m would have run it
 
 
-def test_the_command_is_found_after_pips_general_options():
+def test_pip_killed_by_a_signal_kills_the_wrapper_by_it(tmp_path):
+    env = fake_pip(tmp_path, "import os\nprint('started', flush=True)\nos.kill(os.getpid(), 9)\n")
+    result = subprocess.run(
+        WRAPPED_INSTALL, capture_output=True, text=True, env=env, cwd=REPO, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (-signal.SIGKILL, "started\n", "")
+
+
+@pytest.mark.parametrize(
+    ("number", "to_the_group"),
+    [(signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["docker stop's SIGTERM, to the wrapper", "a terminal's SIGINT, to the process group"],
+)
+def test_a_signal_stops_pip_and_the_wrapper_exits_as_pip_did(tmp_path, number, to_the_group):
+    env = fake_pip(
+        tmp_path,
+        f"import signal, sys, time\nsignal.signal({int(number)}, lambda *_: sys.exit('pip: stopped'))\n"
+        "print('waiting', flush=True)\ntime.sleep(60)\n",
+    )
+    with subprocess.Popen(
+        WRAPPED_INSTALL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+        start_new_session=True,
+    ) as wrapper:
+        assert wrapper.stdout.readline() == "waiting\n"  # as pip wrote it, not when it ends
+        if to_the_group:
+            os.killpg(wrapper.pid, number)
+        else:
+            wrapper.send_signal(number)
+        out, err = wrapper.communicate(timeout=60)
+    assert (wrapper.returncode, out, err) == (1, "", "pip: stopped\n")
+
+
+def test_a_wrapper_that_fails_before_pip_starts_runs_plain_pip(monkeypatch):
+    execs = []
+    monkeypatch.setattr(pipdoctor, "start", lambda args: 1 / 0)
+    monkeypatch.setattr(os, "execv", lambda path, argv: execs.append((path, argv)))
+    pipdoctor.main(["install", "x"])
+    assert execs == [(sys.executable, [sys.executable, "-P", "-m", "pip", "install", "x"])]
+
+
+def test_the_command_is_the_first_word_and_none_under_another_python():
     assert command(["install", "x"]) == "install"
-    assert command(["-q", "--log", "/tmp/pip.log", "--cache-dir=/tmp/c", "wheel", "x"]) == "wheel"
-    assert command(["--timeout", "60", "download", "x"]) == "download"
+    assert command(["-q", "--no-cache-dir", "wheel", "x"]) == "wheel"
     assert command(["--version"]) is None
-    assert command(["list"]) == "list"
-    # Under another Python, pip's own re-run: the advice would name the wrong Python.
-    assert command(["--python", "/usr/bin/python3", "install", "x"]) is None
+    # Under another Python the advice would name the wrong one.
+    assert command(["--python=/usr/bin/python3", "install", "x"]) is None
+    assert command(["download", "--python-version", "3.10", "numpy"]) is None
 
 
 def test_the_make_stub_fails_as_a_missing_make_and_names_the_full_tag():
