@@ -84,7 +84,9 @@ for tag in "${requested[@]}"; do
   out=$image:$name
   [ "$arch" = "$native" ] || out=$out-$arch
   echo "building $out FROM $base" >&2
-  DOCKER_BUILDKIT=1 "${builder[@]}" --target base --build-arg "PYTHON_IMAGE=$base" -t "$out" .
+  foreign=()
+  [ "$arch" = "$native" ] || foreign=(--build-arg SBOM_VALIDATE=--no-validate)
+  DOCKER_BUILDKIT=1 "${builder[@]}" --target base --build-arg "PYTHON_IMAGE=$base" "${foreign[@]}" -t "$out" .
   [ "$arch" = "$native" ] || stamp_architecture "$out" "$arch"
   if [ "$tag" = latest ] || { [ "$all" = 1 ] && [ "$name" = "$LATEST" ]; }; then
     docker tag "$out" "$image:latest${out#"$image:$name"}"

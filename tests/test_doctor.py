@@ -462,9 +462,12 @@ def test_no_release_for_this_python_names_python311_of_the_same_variant():
 def test_an_index_pip_could_not_reach_is_no_matter_of_the_python():
     assert hint(NOTHING_AT_ALL, (3, 13)) is not None  # control: the same failure, online
     assert hint(OFFLINE + NOTHING_AT_ALL, (3, 13)) is None
-    ssl = "Could not fetch URL https://index.invalid/simple/tensorflow/: There was a problem confirming the ssl "
+    ssl = (
+        "Could not fetch URL https://idx.invalid/simple/tensorflow/: There was a problem confirming the ssl "
+    )
     assert (
-        hint(f"{ssl}certificate: HTTPSConnectionPool(host='index.invalid') - skipping\n{NOTHING_AT_ALL}") is None
+        hint(f"{ssl}certificate: HTTPSConnectionPool(host='idx.invalid') - skipping\n{NOTHING_AT_ALL}")
+        is None
     )
     # pip listed versions: it reached the index, a retry on the way changes nothing.
     assert hint(OFFLINE + TORCH_NO_RELEASE, (3, 12)) == hint(TORCH_NO_RELEASE, (3, 12)) is not None
