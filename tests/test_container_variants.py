@@ -151,6 +151,7 @@ ARM64 = os.environ.get("ARM64_VARIANTS", "").split()
     not ARM64, reason="ARM64_VARIANTS is empty: scripts/test.sh sets it (qemu-user-static from Debian)"
 )
 @pytest.mark.parametrize("tag", ARM64)
+@pytest.mark.timeout(3600)  # the whole build runs under qemu: about a quarter of an hour
 def test_the_arm64_variant_builds_and_serves_under_emulation(run_container, tag):
     """`ARCH=arm64 scripts/build.sh TAG`, as the README gives it, then the image started under qemu."""
     repository = unique("arm64")
