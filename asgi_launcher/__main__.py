@@ -1,40 +1,32 @@
 """Command line of the start scripts (``python -m asgi_launcher COMMAND``).
 
-- ``plan PID [--reload | --prestart-only | --after-prestart]``: what start.sh does, as shell code to
-  ``eval`` (asgi_launcher.start); a bad setting prints one line and exits with status 2.
-- ``start START_SH [ARGS]``: what start.sh runs first: the switch from root (asgi_launcher.user), the
-  checks, then the server, or start.sh again with the plan when a pre-start script is to be sourced.
-- ``gunicorn ARGS``: Gunicorn, as start.sh execs it (asgi_launcher.master).
+- ``start [--reload | --prestart-only | GUNICORN OPTIONS]``: all of /start.sh (asgi_launcher.start); a
+  bad setting prints one line and exits with status 2.
+- ``gunicorn [GUNICORN OPTIONS]``: Gunicorn with the image's features, as the start execs it
+  (asgi_launcher.master, asgi_launcher.application).
 - ``serve [--reload]``: one Uvicorn process (PROCESS_MANAGER=uvicorn, start-reload.sh).
-- ``json-lines PID stdout|stderr``: the pre-start script's output as JSON log lines.
 - ``settings-table``: the README's table of every setting, from the registry.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 from asgi_launcher.settings import ConfigError
 
 USAGE = (
-    "usage: python -m asgi_launcher plan PID [--reload|--prestart-only|--after-prestart] | "
-    "start START_SH [ARGS] | gunicorn ARGS | serve [--reload] | json-lines PID stdout|stderr | "
-    "settings-table"
+    "usage: python -m asgi_launcher start [--reload|--prestart-only|GUNICORN OPTIONS] | "
+    "gunicorn [GUNICORN OPTIONS] | serve [--reload] | settings-table"
 )
 
 
 def main(argv: list[str]) -> int:
     command, args = (argv[0], argv[1:]) if argv else ("", [])
     try:
-        if command == "plan" and args and args[0].isdigit():
-            from asgi_launcher.start import plan
-
-            sys.stdout.write(plan(os.environ, args[1:], int(args[0])))
-        elif command == "start" and args:
+        if command == "start":
             from asgi_launcher.start import start
 
-            return start(args[0], args[1:])
+            return start(args)
         elif command == "gunicorn":
             from asgi_launcher.master import run
 
@@ -43,10 +35,6 @@ def main(argv: list[str]) -> int:
             from asgi_launcher.single import serve
 
             serve(reload=args == ["--reload"])
-        elif command == "json-lines" and len(args) == 2 and args[0].isdigit():
-            from asgi_launcher.logs import json_lines
-
-            json_lines("prestart", int(args[0]), args[1])
         elif command == "settings-table" and not args:
             from asgi_launcher.settings import settings_table
 

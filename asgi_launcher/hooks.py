@@ -15,58 +15,46 @@ from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
 from asgi_launcher.recycling import Lifecycle, MemoryGuard
-from asgi_launcher.settings import ConfigError, Settings, read
-
-# Gunicorn re-executes its config file on SIGHUP; the master's metrics, the workers' lifecycle and
-# the memory guard must survive that.
-_master_metrics: MasterMetrics | None = None
-_lifecycle: Lifecycle | None = None
-_guard: MemoryGuard | None = None
-_logging_configured = False
-
-
-def lifecycle() -> Lifecycle:
-    global _lifecycle
-    if _lifecycle is None:
-        _lifecycle = Lifecycle()
-    return _lifecycle
+from asgi_launcher.settings import ConfigError, Settings
 
 
 class Hooks:
+    """Owned by the application (asgi_launcher.application), which lives as long as the master: a
+    SIGHUP re-reads the config file, not this. Workers are forked with it."""
+
     def __init__(self, settings: Settings):
-        global _master_metrics
         self.settings = settings
+        self.lifecycle = Lifecycle()  # its pipe, before any worker is forked
+        self.guard: MemoryGuard | None = None
         self.metrics = None
         if settings.metrics:
-            if _master_metrics is None:
-                preset = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-                directory = preset or default_directory(os.getpid())
-                # Set before any worker is forked: prometheus_client picks its multiprocess mode from it.
-                os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-                _master_metrics = MasterMetrics(directory, owns_directory=not preset)
-            self.metrics = _master_metrics
+            preset = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            directory = preset or default_directory(os.getpid())
+            # Set before any worker is forked: prometheus_client picks its multiprocess mode from it.
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+            self.metrics = MasterMetrics(directory, owns_directory=not preset)
+        base = JsonLogger if settings.log_format == "json" else AdvisingLogger
+        self.logger_class = type(base.__name__, (base,), {"settings": settings})
 
     # ---- in the master
     def on_starting(self, server) -> None:
-        lifecycle()  # its pipe, before any worker is forked
         if self.metrics:
             reset_directory(self.metrics.directory)
 
     def when_ready(self, server) -> None:
-        if self.settings.preload_app:
+        if server.cfg.preload_app:  # the final value: a config file may set it
             # The preloaded app's objects go to a generation the collector never scans, so that
             # garbage collection in the workers does not write to (and so copy) the shared pages.
             gc.freeze()
-        global _guard
-        if self.settings.max_worker_memory and _guard is None:
-            _guard = MemoryGuard(server, lifecycle(), self.settings.max_worker_memory)
-            _guard.start()
+        if self.settings.max_worker_memory and self.guard is None:
+            self.guard = MemoryGuard(server, self.lifecycle, self.settings.max_worker_memory)
+            self.guard.start()
         if self.metrics and self.metrics.server is None:
             from asgi_launcher.cgroups import Cgroup
             from asgi_launcher.resources import ResourceMetrics
 
             self.metrics.workers = lambda: len(server.WORKERS)
-            self.metrics.recycles = lifecycle().recycles
+            self.metrics.recycles = self.lifecycle.recycles
             slots = lambda: [(getattr(w, "slot", 0), pid) for pid, w in list(server.WORKERS.items())]  # noqa: E731
             self.metrics.collectors.append(ResourceMetrics(slots, Cgroup()))
             host = self.settings.host
@@ -80,17 +68,15 @@ class Hooks:
                 server.log.info("Metrics at http://%s:%s/metrics", host, self.settings.metrics_port)
 
     def pre_fork(self, server, worker) -> None:
-        lifecycle().assign_slot(server, worker)
+        self.lifecycle.assign_slot(server, worker)
         if self.metrics:
             self.metrics.worker_starts += 1
 
     def on_reload(self, server) -> None:
-        lifecycle().on_reload(server)
-        if _guard is not None and self.settings.max_worker_memory:
-            _guard.limit = self.settings.max_worker_memory  # the config file was read again
+        self.lifecycle.on_reload(server)
 
     def child_exit(self, server, worker) -> None:
-        lifecycle().exited(server, worker)
+        self.lifecycle.exited(server, worker)
         if self.metrics:
             self.metrics.worker_exited(worker.pid)
 
@@ -100,13 +86,12 @@ class Hooks:
 
     # ---- in each worker
     def post_fork(self, server, worker) -> None:
-        worker.boot_timeout = self.settings.boot_timeout  # bounds the app's import and startup (our worker)
-        lifecycle().in_worker()
+        self.lifecycle.in_worker()
         if self.metrics:
             self.metrics.close_in_child()
 
     def worker_exit(self, server, worker) -> None:
-        lifecycle().worker_exiting()
+        self.lifecycle.worker_exiting()
 
     def post_worker_init(self, worker) -> None:
         from uvicorn.config import Config
@@ -137,17 +122,18 @@ class Hooks:
         if access_log or metrics:
             worker.wsgi = Observed(worker.wsgi, access_log, metrics, self.settings.access_log_probes)
 
-    @staticmethod
-    def _report_boot(config) -> None:
+    def _report_boot(self, config) -> None:
         """Tell the master once the worker serves (Uvicorn's first heartbeat comes after the app's
         startup), with its memory then: the memory guard leaves booting workers alone."""
         heartbeat = config.callback_notify
         if heartbeat is None:
             return
 
+        lifecycle = self.lifecycle
+
         async def first_heartbeat():
             config.callback_notify = heartbeat  # once: later heartbeats go straight to Gunicorn's
-            lifecycle().worker_booted()
+            lifecycle.worker_booted()
             await heartbeat()
 
         config.callback_notify = first_heartbeat
@@ -155,7 +141,10 @@ class Hooks:
 
 class AdvisingLogger(Logger):
     """Gunicorn's logger, with a line of advice on the errors a move from tiangolo's image causes,
-    and LOGGING_CONF applied last."""
+    and LOGGING_CONF applied last. ``Hooks`` makes the subclass that carries the settings."""
+
+    settings: Settings
+    _logging_configured = False
 
     def setup(self, cfg) -> None:
         super().setup(cfg)  # also on SIGHUP, which makes new handlers
@@ -167,19 +156,18 @@ class AdvisingLogger(Logger):
         pass  # text: Gunicorn's own
 
     def apply_logging_conf(self) -> None:
-        global _logging_configured
+        value = self.settings.logging_conf
+        if not value:
+            return
         try:
-            value = read(os.environ, "LOGGING_CONF")
-            if not value:
-                return
             apply_logging_conf(value)
         except ConfigError as error:
-            if not _logging_configured:  # at start: stop, as for any bad setting
-                report("error", str(error))
+            if not type(self)._logging_configured:  # at start: stop, as for any bad setting
+                report("error", str(error), as_json=self.settings.log_format == "json")
                 sys.exit(2)
             self.error_log.error("%s; keeping the logging configuration as it was", error)  # SIGHUP
             return
-        _logging_configured = True
+        type(self)._logging_configured = True
         advise(self.error_log)  # the file's own handlers get the advice too
 
 

@@ -55,20 +55,29 @@ def json_entry(logger: str, level: str, message: str, **fields) -> str:
 
 
 def json_logs(env=os.environ) -> bool:
-    return env.get("LOG_FORMAT", "").strip().lower() == "json"
+    """LOG_FORMAT=json, for a message printed before (or without) the parsed settings: the registry's
+    parser, with a bad value taken as text (the start refuses it in its own line)."""
+    from asgi_launcher.settings import SETTINGS, ConfigError
+
+    try:
+        return SETTINGS["LOG_FORMAT"].read(env) == "json"
+    except ConfigError:
+        return False
 
 
-def format_line(level: str, message: str, env=os.environ) -> str:
-    """A launcher message as ``LEVEL: message`` (info: the bare message) or, with LOG_FORMAT=json, JSON."""
-    if json_logs(env):
+def format_line(level: str, message: str, as_json: bool | None = None) -> str:
+    """A launcher message as ``LEVEL: message`` (info: the bare message) or, with LOG_FORMAT=json, JSON.
+
+    ``as_json``: from the parsed settings; None when there are none yet (read from the environment)."""
+    if json_logs() if as_json is None else as_json:
         return json_entry("asgi_launcher", level, message)
     return message if level == "info" else f"{level.upper()}: {message}"
 
 
-def report(level: str, message: str, stream=None) -> None:
+def report(level: str, message: str, stream=None, as_json: bool | None = None) -> None:
     """Print a launcher message: errors and warnings to stderr, the rest to stdout."""
     stream = stream or (sys.stdout if level == "info" else sys.stderr)
-    stream.write(format_line(level, message) + "\n")
+    stream.write(format_line(level, message, as_json) + "\n")
     stream.flush()
 
 

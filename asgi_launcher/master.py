@@ -1,6 +1,7 @@
-"""The Gunicorn master as start.sh execs it: ``python -m asgi_launcher gunicorn ARGS``.
+"""The Gunicorn master as the start execs it: ``python -m asgi_launcher gunicorn [GUNICORN OPTIONS]``.
 
-Gunicorn itself, plus what its own command cannot do:
+Gunicorn with the launcher's application (asgi_launcher.application), plus what its own command
+cannot do:
 
 - with LOG_FORMAT=json every line of the master and of every worker is JSON (asgi_launcher.output);
 - a worker that cannot load the app while the master already stops for another one ends the master
@@ -21,7 +22,7 @@ import shutil
 import sys
 import time
 
-from asgi_launcher.logs import json_logs, report
+from asgi_launcher.logs import report
 
 
 class _AllGone(Exception):
@@ -67,13 +68,16 @@ def _wait_for_a_child(timeout: float) -> None:
 
 def run(args: list[str]) -> int:
     import gunicorn.app.base
-    from gunicorn.app.wsgiapp import WSGIApplication
     from gunicorn.errors import HaltServer
 
-    gunicorn.app.base.Arbiter = arbiter_class()
+    from asgi_launcher.application import LauncherApplication
+    from asgi_launcher.settings import current
 
+    settings = current()  # the one parse of this process (a ConfigError ends it in __main__)
+    as_json = settings.log_format == "json"
+    gunicorn.app.base.Arbiter = arbiter_class()
     output = None
-    if json_logs():
+    if as_json:
         from asgi_launcher.output import JsonOutput
 
         output = JsonOutput()
@@ -83,9 +87,15 @@ def run(args: list[str]) -> int:
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as comm:
         comm.write("gunicorn")
     try:
-        WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
+        application = LauncherApplication(settings)
+        for line in settings.warnings:
+            report("warning", line, as_json=as_json)
+        if application.notes:  # what a config file changed of what the image manages, in one line
+            report("warning", "; ".join(application.notes), as_json=as_json)
+        print(settings.startup_line(application.final()), flush=True)
+        application.run()
     except HaltServer as halt:
-        report("error", f"Gunicorn stopped: {halt.reason} (exit status {halt.exit_status})")
+        report("error", f"Gunicorn stopped: {halt.reason} (exit status {halt.exit_status})", as_json=as_json)
         return halt.exit_status
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1

@@ -215,6 +215,9 @@ class Setting(NamedTuple):
     doc: str
     origin: str = "tiangolo"  # "tiangolo": his image had it, same meaning; "changed"; "new"; "gunicorn"
     empty_disables: bool = False  # set but empty turns the feature off instead of meaning "unset"
+    # The Gunicorn setting this variable feeds: the application (asgi_launcher.application) sets it
+    # from ``Settings``'s attribute of that name, as the layer below the config file.
+    gunicorn: str | None = None
 
     @property
     def key(self) -> str:
@@ -257,7 +260,7 @@ REGISTRY: tuple[Setting, ...] = (
     Setting(
         "PRE_START_PATH",
         text,
-        None,
+        "",  # unset: $APP_ROOT/prestart.sh; set but empty: None, no pre-start step
         "`/app/prestart.sh`",
         "Script sourced by bash before the server starts; set but empty: no pre-start step.",
         empty_disables=True,
@@ -287,16 +290,32 @@ REGISTRY: tuple[Setting, ...] = (
         "`asgi_launcher.workers.UvicornWorker`",
         "Gunicorn worker class; wins over a `worker_class` in a custom config, which is honoured.",
         origin="changed",
+        gunicorn="worker_class",
     ),
-    Setting("WEB_CONCURRENCY", whole(1), None, "unset", "Exact worker count; not capped by `MAX_WORKERS`."),
+    Setting(
+        "WEB_CONCURRENCY",
+        whole(1),
+        None,
+        "unset",
+        "Exact worker count; not capped by `MAX_WORKERS`.",
+        gunicorn="workers",
+    ),
     Setting(
         "WORKERS_PER_CORE",
         positive_float,
         1.0,
         "`1`",
         "Workers = `max(int(WORKERS_PER_CORE * cores), 2)`, on the cores the container may use.",
+        gunicorn="workers",
     ),
-    Setting("MAX_WORKERS", whole(1), None, "unset", "Caps the computed count (`1` gives one worker)."),
+    Setting(
+        "MAX_WORKERS",
+        whole(1),
+        None,
+        "unset",
+        "Caps the computed count (`1` gives one worker).",
+        gunicorn="workers",
+    ),
     Setting(
         "MEMORY_PER_WORKER",
         size,
@@ -304,6 +323,7 @@ REGISTRY: tuple[Setting, ...] = (
         "unset",
         "Bytes or `512M`: with a memory limit, at most `limit // MEMORY_PER_WORKER` workers.",
         origin="new",
+        gunicorn="workers",
     ),
     Setting(
         "PRELOAD_APP",
@@ -312,6 +332,7 @@ REGISTRY: tuple[Setting, ...] = (
         "`false`",
         "Import the app in the master before forking: shared memory, slower reload.",
         origin="new",
+        gunicorn="preload_app",
     ),
     Setting(
         "MAX_REQUESTS",
@@ -320,6 +341,7 @@ REGISTRY: tuple[Setting, ...] = (
         "`0` (off)",
         "Recycle a worker after this many requests (Gunicorn mode only).",
         origin="new",
+        gunicorn="max_requests",
     ),
     Setting(
         "MAX_REQUESTS_JITTER",
@@ -328,6 +350,7 @@ REGISTRY: tuple[Setting, ...] = (
         "`0`",
         "Plus a random 0 to this many, so that workers do not recycle together.",
         origin="new",
+        gunicorn="max_requests_jitter",
     ),
     Setting(
         "MAX_WORKER_MEMORY",
@@ -339,12 +362,24 @@ REGISTRY: tuple[Setting, ...] = (
         origin="new",
     ),
     # -- network
-    Setting("HOST", text, "0.0.0.0", "`0.0.0.0`", "Bind host (also of the metrics port)."),
-    Setting("PORT", port, 80, "`80`", "Bind port."),
+    Setting("HOST", text, "0.0.0.0", "`0.0.0.0`", "Bind host (also of the metrics port).", gunicorn="bind"),
+    Setting("PORT", port, 80, "`80`", "Bind port.", gunicorn="bind"),
     Setting(
-        "BIND", bind, None, "`$HOST:$PORT`", "Overrides both; `unix:/path` and comma-separated lists work."
+        "BIND",
+        bind,
+        None,
+        "`$HOST:$PORT`",
+        "Overrides both; `unix:/path` and comma-separated lists work.",
+        gunicorn="bind",
     ),
-    Setting("KEEP_ALIVE", whole(0), 5, "`5`", "Seconds an idle keep-alive connection stays open."),
+    Setting(
+        "KEEP_ALIVE",
+        whole(0),
+        5,
+        "`5`",
+        "Seconds an idle keep-alive connection stays open.",
+        gunicorn="keepalive",
+    ),
     Setting(
         "FORWARDED_ALLOW_IPS",
         addresses,
@@ -352,6 +387,7 @@ REGISTRY: tuple[Setting, ...] = (
         "`127.0.0.1,::1`",
         "Addresses or CIDR networks whose `X-Forwarded-*` headers are trusted, or `*`.",
         origin="gunicorn",
+        gunicorn="forwarded_allow_ips",
     ),
     Setting(
         "ROOT_PATH",
@@ -370,8 +406,16 @@ REGISTRY: tuple[Setting, ...] = (
         "`120`",
         "Seconds a worker may go without a heartbeat (blocked loop) before it is replaced (one process: "
         "exits 1 for the orchestrator); 0: never.",
+        gunicorn="timeout",
     ),
-    Setting("GRACEFUL_TIMEOUT", whole(0), 120, "`120`", "Seconds in-flight requests get after SIGTERM."),
+    Setting(
+        "GRACEFUL_TIMEOUT",
+        whole(0),
+        120,
+        "`120`",
+        "Seconds in-flight requests get after SIGTERM.",
+        gunicorn="graceful_timeout",
+    ),
     Setting(
         "HEADER_TIMEOUT",
         whole(0),
@@ -390,7 +434,12 @@ REGISTRY: tuple[Setting, ...] = (
     ),
     # -- logs
     Setting(
-        "LOG_LEVEL", choice(*LOG_LEVELS), "info", "`info`", "`critical`, `error`, `warning`, `info`, `debug`."
+        "LOG_LEVEL",
+        choice(*LOG_LEVELS),
+        "info",
+        "`info`",
+        "`critical`, `error`, `warning`, `info`, `debug`.",
+        gunicorn="loglevel",
     ),
     Setting(
         "LOG_FORMAT",
@@ -401,7 +450,13 @@ REGISTRY: tuple[Setting, ...] = (
         origin="new",
     ),
     Setting(
-        "ACCESS_LOG", text, "-", "`-` (stdout)", "Access log file; empty disables it.", empty_disables=True
+        "ACCESS_LOG",
+        text,
+        "-",
+        "`-` (stdout)",
+        "Access log file; empty disables it.",
+        empty_disables=True,
+        gunicorn="accesslog",
     ),
     Setting(
         "ACCESS_LOG_PROBES",
@@ -412,7 +467,13 @@ REGISTRY: tuple[Setting, ...] = (
         origin="new",
     ),
     Setting(
-        "ERROR_LOG", text, "-", "`-` (stderr)", "Error log file; empty disables it.", empty_disables=True
+        "ERROR_LOG",
+        text,
+        "-",
+        "`-` (stderr)",
+        "Error log file; empty disables it.",
+        empty_disables=True,
+        gunicorn="errorlog",
     ),
     Setting(
         "ACCESS_LOG_FORMAT",
@@ -421,6 +482,7 @@ REGISTRY: tuple[Setting, ...] = (
         "Uvicorn's line",
         "Gunicorn's `access_log_format` atoms, honoured under Uvicorn.",
         origin="new",
+        gunicorn="access_log_format",
     ),
     Setting(
         "LOGGING_CONF",
@@ -468,7 +530,7 @@ REGISTRY: tuple[Setting, ...] = (
     ),
     Setting(
         "APP_ROOT",
-        None,
+        text,
         "/app",
         "`/app`",
         "Where the app, `prestart.sh` and `gunicorn_conf.py` are looked for.",
@@ -476,7 +538,7 @@ REGISTRY: tuple[Setting, ...] = (
     ),
     Setting(
         "BASE_GUNICORN_CONF",
-        None,
+        text,
         "/gunicorn_conf.py",
         "`/gunicorn_conf.py`",
         "The last config in the search order.",
@@ -604,6 +666,7 @@ class Settings:
         stack = stack or compat.detect()
         values = {setting.key: setting.read(env) for setting in REGISTRY if setting.parse}
         warnings = []
+        values["worker_class_set"] = values["worker_class"] is not None  # WORKER_CLASS beats a config file
         if values["worker_class"] is None:
             values["worker_class"], warning = compat.default_worker(stack)
             warnings.append(warning)
@@ -649,39 +712,69 @@ class Settings:
         values["warnings"] = [w for w in (sizing.warning, *warnings) if w]
         return cls(values, limits, sizing, bind_value)
 
-    def startup_line(self) -> str:
-        """tiangolo's JSON line (same keys, meanings and types) plus how the worker count was reached."""
+    def gunicorn_values(self) -> dict[str, Any]:
+        """The Gunicorn settings the registry feeds (``Setting.gunicorn``), from this object's attributes."""
+        names = {setting.gunicorn for setting in REGISTRY if setting.gunicorn}
+        values = {name: getattr(self, name) for name in sorted(names)}
+        if values["access_log_format"] is None:  # unset: Gunicorn's default, which Uvicorn's line replaces
+            del values["access_log_format"]
+        return values
+
+    def startup_line(self, final: Mapping[str, Any] | None = None) -> str:
+        """tiangolo's JSON line (same keys, meanings and types) plus how the worker count was reached.
+
+        ``final``: Gunicorn's values once the config file, GUNICORN_CMD_ARGS and the command line
+        are applied (asgi_launcher.application), which the line reports instead of the registry's.
+        """
+        run = {**self.gunicorn_values(), **(final or {})}
         return json.dumps(
             {
-                "loglevel": self.loglevel,
-                "workers": self.workers,
-                "bind": self.bind,
-                "worker_class": self.worker_class,
-                "graceful_timeout": self.graceful_timeout,
-                "timeout": self.timeout,
-                "keepalive": self.keepalive,
-                "errorlog": self.errorlog,
-                "accesslog": self.accesslog,
+                "loglevel": run["loglevel"],
+                "workers": run["workers"],
+                "bind": run["bind"],
+                "worker_class": run["worker_class"],
+                "graceful_timeout": run["graceful_timeout"],
+                "timeout": run["timeout"],
+                "keepalive": run["keepalive"],
+                "errorlog": run["errorlog"],
+                "accesslog": run["accesslog"],
                 "workers_per_core": self.workers_per_core,
                 "use_max_workers": self.max_workers,
                 "host": self.host,
                 "port": str(self.port),
-                "workers_rule": self.sizing.rule,
+                "workers_rule": self.sizing.rule if run["workers"] == self.workers else "config",
                 "cpu_affinity": self.limits.affinity,
                 "cpu_quota": self.limits.cpu_quota,
                 "cores": self.limits.cores,
                 "memory_limit": self.limits.memory,
                 "memory_per_worker": self.memory_per_worker,
                 "process_manager": self.process_manager,
-                "max_requests": self.max_requests,
-                "preload_app": self.preload_app,
+                "max_requests": run["max_requests"],
+                "preload_app": run["preload_app"],
                 "log_format": self.log_format,
-                "forwarded_allow_ips": self.forwarded_allow_ips,
+                "forwarded_allow_ips": run["forwarded_allow_ips"],
                 "metrics_port": self.metrics_port if self.metrics else None,
                 "max_worker_memory": self.max_worker_memory,
                 "root_path": self.root_path,
             }
         )
+
+
+_parsed: tuple[dict[str, str | None], Settings] | None = None
+
+
+def current(env: Mapping[str, str] = os.environ) -> Settings:
+    """This process's settings: parsed once, and again only when a registered variable changed.
+
+    The start, the Gunicorn master and the single Uvicorn process each call it; workers inherit the
+    master's ``Settings`` through the application (asgi_launcher.application) and never parse."""
+    global _parsed
+    snapshot = {setting.name: env.get(setting.name) for setting in REGISTRY}
+    if _parsed is None or _parsed[0] != snapshot:
+        from asgi_launcher.cgroups import read_limits
+
+        _parsed = (snapshot, Settings.from_env(env, read_limits()))
+    return _parsed[1]
 
 
 def _worker_memory_warning(limit: int | None, workers: int, memory: int | None) -> str | None:

@@ -12,13 +12,12 @@ import signal
 import sys
 
 from asgi_launcher import compat, watchdog
-from asgi_launcher.cgroups import read_limits
 from asgi_launcher.doctor import advise
-from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_logs, json_root_handler, report
+from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import Observed, RequestMetrics, access_log_for, access_renderer
 from asgi_launcher.protocol import LimitedHttpToolsProtocol, count_head_timeouts, has_httptools
-from asgi_launcher.settings import Settings, Sizing, parse_address
+from asgi_launcher.settings import Settings, Sizing, current, parse_address
 
 ACCESS_LOGGER = "asgi_launcher.access"
 APP_LOAD_ERROR = 4
@@ -68,7 +67,7 @@ def build_app():
     """Uvicorn's app factory, run in the serving process (also in each reload of --reload)."""
     from uvicorn.importer import import_from_string
 
-    settings = Settings.from_env(os.environ, read_limits())
+    settings = current()  # parsed by serve() in this process; once in each reloaded process
     configure_logging(settings)
     try:
         app = import_from_string(os.environ["APP_MODULE"])
@@ -104,7 +103,7 @@ def build_app():
 
 def serve(reload: bool) -> None:
     output = None
-    if json_logs():
+    if current().log_format == "json":
         from asgi_launcher.output import JsonOutput
 
         output = JsonOutput()
@@ -118,12 +117,12 @@ def serve(reload: bool) -> None:
 def _serve(reload: bool) -> None:
     import uvicorn
 
-    settings = Settings.from_env(os.environ, read_limits())
+    settings = current()
     address = parse_address(settings.bind)
     if reload:
         settings = settings.replace(process_manager="uvicorn", sizing=Sizing(1, "reload"))
     for warning in settings.warnings:
-        report("warning", warning)
+        report("warning", warning, as_json=settings.log_format == "json")
     print(settings.startup_line(), flush=True)
     configure_logging(settings)
     if reload:
@@ -138,7 +137,7 @@ def _serve(reload: bool) -> None:
         **address,
         reload=reload,
         workers=1,  # Uvicorn would take WEB_CONCURRENCY: one process is this mode's point
-        reload_dirs=[os.environ.get("APP_ROOT", "/app")] if reload else None,
+        reload_dirs=[settings.app_root] if reload else None,
         log_config=None,
         log_level=settings.loglevel,
         access_log=False,  # ours, in build_app

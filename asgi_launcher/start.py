@@ -1,32 +1,49 @@
-"""Everything /start.sh decides, decided here: ``python -m asgi_launcher plan [--reload | --prestart-only]``.
+"""/start.sh, in Python: ``python -m asgi_launcher start [--reload | --prestart-only | GUNICORN OPTIONS]``.
 
-It finds the app module and the Gunicorn config as tiangolo's start script did, checks every setting
-(one line and exit status 2 on a bad one, before the pre-start script runs its migrations), and
-prints shell assignments for start.sh to ``eval``: the exports, the pre-start script to source, the
-log lines to print, and the command to ``exec``. No code of the app runs here.
+It parses every setting once (one line and exit status 2 on a bad one, before the pre-start script
+runs its migrations), switches from root to the app user, finds the app module and the Gunicorn
+config as tiangolo's start script did, runs the pre-start script, and execs the server, which keeps
+this process's pid (the container's main process) and gets its signals. No code of the app runs here.
+
+The pre-start script is sourced by a bash child under ``set -e``, as tiangolo's start script sourced
+it, and its environment comes back: what it exports reaches the server. Meanwhile the container's
+stop signals are passed on to it, and with LOG_FORMAT=json its output becomes JSON lines.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shlex
+import select
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
-from asgi_launcher.cgroups import read_limits
-from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, parse_address, read
+from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError, Settings, current, parse_address
 
 # Gunicorn and Uvicorn read these two themselves and fail on an empty value, which compose passes
 # for a variable that is listed but unset (`WEB_CONCURRENCY: ""`): empty means unset here.
 UNSET_WHEN_EMPTY = ("WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS")
+MODES = ("--reload", "--prestart-only")
+# Forwarded to the pre-start script while it runs: what `docker stop`, Ctrl-C and a reload send.
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+# The child sources the script, then hands its exported environment back on a pipe (NUL-separated).
+# PRE_START_PATH is set for the script, not exported, as in tiangolo's start script.
+SOURCE = (
+    'PRE_START_PATH=$1 __asgi_fd=$2; shift 2; set -e; . "$PRE_START_PATH"; command -p env -0 >&"$__asgi_fd"'
+)
+# Set by bash itself, not by the script.
+SHELL_OWN = ("_", "SHLVL", "PWD", "OLDPWD")
 
 
-def find_app_module(env: Mapping[str, str], app_root: str) -> str:
+def find_app_module(settings: Settings, app_root: str) -> str:
     """tiangolo's detection: APP_MODULE, else MODULE_NAME:VARIABLE_NAME, else app.main or main."""
-    app_module = read(env, "APP_MODULE")
+    app_module = settings.app_module
     if app_module is None:
-        module = read(env, "MODULE_NAME")
+        module = settings.module_name
         if module is None:
             if os.path.isfile(os.path.join(app_root, "app", "main.py")):
                 module = "app.main"
@@ -37,7 +54,7 @@ def find_app_module(env: Mapping[str, str], app_root: str) -> str:
                     f"no app found: put it in {app_root}/app/main.py or {app_root}/main.py, "
                     "or set MODULE_NAME (and VARIABLE_NAME) or APP_MODULE"
                 )
-        app_module = f"{module}:{read(env, 'VARIABLE_NAME')}"
+        app_module = f"{module}:{settings.variable_name}"
     module = app_module.split(":", 1)[0].strip()
     if not module_exists(module):
         raise ConfigError(
@@ -79,9 +96,9 @@ def _find_spec(name: str, path):
     return None
 
 
-def find_config(env: Mapping[str, str], app_root: str) -> str:
+def find_config(settings: Settings, app_root: str) -> str:
     """GUNICORN_CONF, else the first of /app/gunicorn_conf.py, /app/app/gunicorn_conf.py, the base one."""
-    conf = read(env, "GUNICORN_CONF")
+    conf = settings.gunicorn_conf
     if conf is not None:
         if not os.path.isfile(conf):
             raise ConfigError(f"GUNICORN_CONF={conf!r} is not valid: expected the path of an existing file")
@@ -92,29 +109,7 @@ def find_config(env: Mapping[str, str], app_root: str) -> str:
     ):
         if os.path.isfile(candidate):
             return candidate
-    return read(env, "BASE_GUNICORN_CONF")
-
-
-def config_sets_worker_class(path: str) -> bool:
-    """Whether a config file assigns ``worker_class`` anywhere (annotated, indented, in an ``if``)."""
-    import ast  # only for a config of the app's own: the start's imports are its time
-
-    try:
-        with open(path, "rb") as file:
-            tree = ast.parse(file.read(), path)
-    except (OSError, SyntaxError, ValueError):
-        return False  # Gunicorn will report a broken config itself
-    for node in ast.walk(tree):
-        targets = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, ast.AnnAssign | ast.AugAssign):
-            targets = [node.target]
-        for target in targets:
-            names = target.elts if isinstance(target, ast.Tuple | ast.List) else [target]
-            if any(isinstance(name, ast.Name) and name.id == "worker_class" for name in names):
-                return True
-    return False
+    return settings.base_gunicorn_conf
 
 
 def check_worker_class(worker_class: str) -> None:
@@ -156,110 +151,170 @@ def check_hosts(settings: Settings, env: Mapping[str, str]) -> None:
         try:
             socket.getaddrinfo(host, None)
         except (OSError, UnicodeError) as error:
-            name = "BIND" if read(env, "BIND") else "HOST"
-            value = read(env, name)
+            name = "BIND" if env.get("BIND", "").strip() else "HOST"
+            value = env.get(name, "").strip()
             raise ConfigError(
                 f"{name}={value!r} is not valid: expected an IP address or a host name that resolves "
                 f"here ({host!r}: {getattr(error, 'strerror', None) or error})"
             ) from None
 
 
-def server_command(
-    settings: Settings, env: Mapping[str, str], app_module: str, conf: str, reload: bool
-) -> list[str]:
-    if reload:
-        return [sys.executable, "-m", "asgi_launcher", "serve", "--reload"]
-    if settings.process_manager == "uvicorn":
-        return [sys.executable, "-m", "asgi_launcher", "serve"]
-    # tiangolo passed -k unconditionally, which silently overrode a worker_class set in a custom
-    # config. Here WORKER_CLASS wins, a config that sets worker_class is honoured, and any other
-    # config gets the default worker rather than Gunicorn's WSGI default.
-    worker = []
-    if read(env, "WORKER_CLASS") or not config_sets_worker_class(conf):
-        worker = ["-k", settings.worker_class]
-    return [sys.executable, "-m", "asgi_launcher", "gunicorn", *worker, "-c", conf, app_module]
+def server_command(settings: Settings, app_module: str, conf: str, args: Sequence[str]) -> list[str]:
+    """The server to exec; ``args`` beyond the modes are Gunicorn options (``/start.sh --workers 3``)."""
+    options = [arg for arg in args if arg not in MODES]
+    if "--reload" in args or settings.process_manager == "uvicorn":
+        if options:
+            raise ConfigError(
+                f"/start.sh {' '.join(options)!r} is not valid: expected no Gunicorn options with "
+                + ("--reload" if "--reload" in args else "PROCESS_MANAGER=uvicorn")
+                + " (one Uvicorn process)"
+            )
+        return [sys.executable, "-m", "asgi_launcher", "serve", *(["--reload"] if "--reload" in args else [])]
+    # The worker class is the application's to decide (asgi_launcher.application), from WORKER_CLASS
+    # and the config file; tiangolo's `-k` on the command line beat any config's worker_class.
+    return [sys.executable, "-m", "asgi_launcher", "gunicorn", "-c", conf, *options, app_module]
 
 
 class Plan(NamedTuple):
     exports: dict[str, str]  # APP_MODULE, GUNICORN_CONF
     unset: list[str]
-    json_logs: bool
-    said: list[str]  # tiangolo's lines about the pre-start script, formatted for the log
-    prestart: str | None  # PRE_START_PATH, None after the pre-start script ran
-    run_prestart: bool
+    said: list[str]  # tiangolo's lines about the pre-start script
+    prestart: str | None  # the script to source, if there is one to run
     command: list[str]  # empty: --prestart-only
 
 
-def make_plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> Plan:
-    """Every check, and what start.sh runs. ``--after-prestart``: the pre-start script exported something."""
-    app_root = read(env, "APP_ROOT")
-    settings = Settings.from_env(env, read_limits())
-    app_module = find_app_module(env, app_root)
-    conf = find_config(env, app_root)
+def make_plan(settings: Settings, env: Mapping[str, str], args: Sequence[str], after_prestart=False) -> Plan:
+    """Every check, and what the start runs. ``after_prestart``: the pre-start script changed the
+    environment, and the plan is made again from what it left (it is not run again)."""
+    app_root = settings.app_root
+    app_module = find_app_module(settings, app_root)
+    conf = find_config(settings, app_root)
     check_worker_class(settings.worker_class)
     check_logging_conf(settings.logging_conf)
     check_hosts(settings, env)
-    json_logs = settings.log_format == "json"
+    command = [] if "--prestart-only" in args else server_command(settings, app_module, conf, args)
 
-    said, path, run = [], None, False
-    if "--after-prestart" not in args:
-        path = env.get("PRE_START_PATH", os.path.join(app_root, "prestart.sh"))
-        if not path.strip():
+    said, run = [], None
+    if not after_prestart:
+        path = settings.pre_start_path
+        if path is None:
             said.append("Pre-start step disabled (PRE_START_PATH is empty)")
         else:
-            run = os.path.isfile(path)
+            path = path or os.path.join(app_root, "prestart.sh")
+            run = path if os.path.isfile(path) else None
             said += [
                 f"Checking for script in {path}",
                 f"Running script {path}" if run else f"There is no script {path}",
             ]
-        if json_logs:
-            from asgi_launcher.logs import json_entry
-
-            said = [json_entry("start.sh", "info", line, pid=pid) for line in said]
-    command = (
-        []
-        if "--prestart-only" in args
-        else server_command(settings, env, app_module, conf, "--reload" in args)
-    )
     return Plan(
         exports={"APP_MODULE": app_module, "GUNICORN_CONF": conf},
         unset=[name for name in UNSET_WHEN_EMPTY if name in env and not env[name].strip()],
-        json_logs=json_logs,
         said=said,
-        prestart=path,
-        run_prestart=run,
+        prestart=run,
         command=command,
     )
 
 
-def shell(plan: Plan) -> str:
-    """The plan as shell code for start.sh to ``eval`` (its log lines are printed by Python)."""
-    lines = ["export " + " ".join(f"{name}={shlex.quote(value)}" for name, value in plan.exports.items())]
-    lines += [f"unset {name}" for name in plan.unset]
-    lines.append(f"json_logs={'1' if plan.json_logs else ''}")
-    if plan.prestart is not None:  # PRE_START_PATH stays set for the script, which tiangolo's template prints
-        lines.append(
-            f"PRE_START_PATH={shlex.quote(plan.prestart)} run_prestart={'1' if plan.run_prestart else ''}"
-        )
-    lines.append("server=(" + " ".join(shlex.quote(part) for part in plan.command) + ")")
-    return "\n".join(lines) + "\n"
+class PrestartFailed(Exception):
+    def __init__(self, status: int):
+        self.status = status
 
 
-def start(start_sh: str, args: Sequence[str]) -> int:
-    """``/start.sh`` as Python: switch from root, check everything, then exec the server, or go back
-    to start.sh with the plan when there is a pre-start script to source (its exports must reach the
-    server). The process keeps its pid: the server it becomes is the container's main process."""
+def run_prestart(path: str, env: dict[str, str], as_json: bool) -> dict[str, str]:
+    """Source ``path`` in a bash child and return the environment it leaves (PrestartFailed: its status)."""
+    from asgi_launcher.logs import json_lines
+
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pipe = subprocess.PIPE if as_json else None
+    child = subprocess.Popen(
+        ["bash", "-c", SOURCE, "bash", path, str(write_end)],
+        env=env,
+        pass_fds=(write_end,),
+        stdout=pipe,
+        stderr=pipe,
+        text=True,
+        errors="replace",
+    )
+    os.close(write_end)
+    previous = {sig: signal.signal(sig, lambda sig, _: child.send_signal(sig)) for sig in FORWARDED}
+    wrappers = []
+    if as_json:  # the script's lines as JSON entries, stdout and stderr apart, under the server's pid
+        for stream, out in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+            lines = getattr(child, stream)
+            args = ("prestart", os.getpid(), stream, lines, out)
+            wrappers.append(threading.Thread(target=lambda a=args: json_lines(*a), daemon=True))
+            wrappers[-1].start()
+    dump = hand_back(read_end, child)
+    for thread in wrappers:
+        thread.join(timeout=2)  # a background process of the script may hold its output open
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    status = child.returncode
+    if status != 0 or not dump:  # failed, killed, or `exit` before its end: tiangolo's start stopped too
+        raise PrestartFailed(128 - status if status < 0 else status)
+    after = dict(
+        item.split("=", 1) for item in dump.decode(errors="surrogateescape").split("\0") if "=" in item
+    )
+    directory = after.get("PWD")
+    if directory and directory != os.getcwd() and os.path.isdir(directory):
+        os.chdir(directory)  # a `cd` in a sourced script moved tiangolo's server too
+    for name in SHELL_OWN:
+        after.pop(name, None)
+        if name in env:
+            after[name] = env[name]
+    return after
+
+
+def hand_back(fd: int, child: subprocess.Popen) -> bytes:
+    """What the child writes on ``fd`` until it exits (not until its own children close the pipe:
+    a background process the script started inherits it)."""
+    chunks = []
+    os.set_blocking(fd, False)
+    try:
+        while True:
+            if select.select([fd], [], [], 0.05)[0]:
+                chunk = os.read(fd, 1 << 16)
+                if not chunk:
+                    break  # every writer closed it
+                chunks.append(chunk)
+            elif child.poll() is not None:
+                with contextlib.suppress(BlockingIOError):
+                    while chunk := os.read(fd, 1 << 16):
+                        chunks.append(chunk)
+                break
+        child.wait()
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def start(args: Sequence[str]) -> int:
+    """``/start.sh``: the process keeps its pid; the server it becomes is the container's main process."""
+    from asgi_launcher.logs import json_entry, report
+
     env = dict(os.environ)
+    settings = current(env)
+    as_json = settings.log_format == "json"
     if os.geteuid() == 0:
         from asgi_launcher.user import switch
 
-        switch(env)
-    plan = make_plan(env, args, os.getpid())
+        switch(env, settings.app_user, as_json)
+    plan = make_plan(settings, env, args)
     for line in plan.said:
-        print(line, flush=True)
-    if plan.run_prestart:
-        env["ASGI_LAUNCHER_PLAN"] = shell(plan)
-        os.execve(start_sh, [start_sh, *args], env)  # noqa: S606 - start.sh again, to source the script
+        print(json_entry("start.sh", "info", line) if as_json else line, flush=True)
+    if plan.prestart:
+        try:
+            after = run_prestart(plan.prestart, env, as_json)
+        except PrestartFailed as failed:
+            message = f"pre-start script {plan.prestart} exited with status {failed.status}"
+            report("error", message + "; the server was not started", as_json=as_json)
+            return failed.status
+        if after != env:  # what it exported is checked too, and may change the command
+            env = after
+            settings = current(env)
+            plan = make_plan(settings, env, args, after_prestart=True)
     env.update(plan.exports)
     for name in plan.unset:
         env.pop(name, None)
@@ -267,8 +322,3 @@ def start(start_sh: str, args: Sequence[str]) -> int:
         return 0
     os.execve(plan.command[0], plan.command, env)  # noqa: S606 - the server, chosen above
     return 1  # not reached
-
-
-def plan(env: Mapping[str, str], args: Sequence[str], pid: int) -> str:
-    """``plan PID --after-prestart``: what start.sh evaluates again when the pre-start script exported."""
-    return shell(make_plan(env, args, pid))

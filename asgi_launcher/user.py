@@ -18,7 +18,7 @@ import stat
 from typing import NamedTuple
 
 from asgi_launcher.cgroups import parse_mountinfo
-from asgi_launcher.settings import ConfigError, read
+from asgi_launcher.settings import ConfigError
 
 DEFAULT_UID = 10001
 CAP_SETGID, CAP_SETUID = 6, 7
@@ -107,11 +107,10 @@ def switch_environment(env: dict[str, str], user: User) -> None:
             env["PATH"] = "/root/.local/bin:" + env.get("PATH", "")
 
 
-def switch(env: dict[str, str]) -> None:
-    """Become APP_USER for good (this process and all it starts), unless APP_USER is root."""
+def switch(env: dict[str, str], app_user: str, as_json: bool = False) -> None:
+    """Become ``app_user`` (APP_USER) for good (this process and all it starts), unless it is root."""
     from asgi_launcher.logs import report
 
-    app_user = read(env, "APP_USER")
     if app_user == "root":
         return
     user = resolve(app_user)
@@ -132,7 +131,9 @@ def switch(env: dict[str, str]) -> None:
                 os.chown(point, user.uid, user.gid)
             except OSError:  # read-only, or no CAP_CHOWN: the app will say what it cannot write
                 continue
-            report("info", f"gave the empty volume {point} to UID {user.uid} (it was root's)")
+            report(
+                "info", f"gave the empty volume {point} to UID {user.uid} (it was root's)", as_json=as_json
+            )
     switch_environment(env, user)
     os.setgroups([])
     os.setresgid(user.gid, user.gid, user.gid)

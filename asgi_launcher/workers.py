@@ -13,8 +13,8 @@ these goes away upstream, and runs uvicorn-worker's own tests against this class
 - GRACEFUL_TIMEOUT honoured by the worker itself: requests still running near its end are closed and
   counted in one line, and the worker exits before the master kills it (it used to vanish silently).
 - A bounded boot: Gunicorn (>= 21) never applies TIMEOUT before a worker's first heartbeat, so an
-  import or a lifespan startup that hangs kept a worker that never served. ``boot_timeout`` (from
-  BOOT_TIMEOUT, set by the config's post_fork hook) bounds the import plus the startup, up to the
+  import or a lifespan startup that hangs kept a worker that never served. BOOT_TIMEOUT (from the
+  settings the launcher's application carries) bounds the import plus the startup, up to the
   first heartbeat; past it the worker says so in one line and exits, and the master starts another.
   A slow model load within the bound is fine, whatever TIMEOUT is (tiangolo's Gunicorn 20 killed it
   after TIMEOUT, forever).
@@ -33,11 +33,8 @@ import asyncio
 import inspect
 import os
 import signal
-import sys
 import threading
 import time
-
-from gunicorn.arbiter import Arbiter
 
 from asgi_launcher import protocol
 
@@ -68,6 +65,7 @@ def calling_server():
 
 class UvicornWorker(_StockWorker):
     boot_timeout = 0  # seconds; 0 keeps Gunicorn's behaviour (no bound)
+    header_timeout: int | None = None  # None: HEADER_TIMEOUT from the environment (asgi_launcher.protocol)
     _booted = False
     _quick = False
     _main_task: asyncio.Task | None = None
@@ -75,17 +73,19 @@ class UvicornWorker(_StockWorker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         cfg = self.cfg
-        try:
-            header_timeout = protocol.read_header_timeout(os.environ)
-        except protocol.ConfigError as error:  # refused by the start's checks already
-            self.log.error("%s", error)
-            sys.exit(Arbiter.WORKER_BOOT_ERROR)
+        # The settings the master parsed, forked with its application (asgi_launcher.application). A
+        # plain `gunicorn -k asgi_launcher.workers.UvicornWorker` has none: no boot bound, and the
+        # protocol reads HEADER_TIMEOUT itself.
+        settings = getattr(self.app, "settings", None)
+        if settings is not None:
+            self.boot_timeout = settings.boot_timeout
+            self.header_timeout = settings.header_timeout
         if self.config.http == "auto" and protocol.has_httptools():
             self.config.http = protocol.with_limits(
                 cfg.limit_request_line,
                 cfg.limit_request_fields,
                 cfg.limit_request_field_size,
-                header_timeout,
+                self.header_timeout,
             )
         # Uvicorn waits for requests without bound on a graceful stop; the master kills the worker at
         # graceful_timeout. The protocol closes what is left a little before, and says so.

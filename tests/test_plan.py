@@ -1,42 +1,18 @@
-"""What start.sh executes, decided in Python (asgi_launcher/start.py), as pure functions."""
+"""What /start.sh runs, decided in Python (asgi_launcher/start.py), as pure functions."""
 
 from __future__ import annotations
 
-import json
-import shlex
-import subprocess
 import sys
 
 import pytest
 from conftest import write
 from proc import BASE_CONF
 
-from asgi_launcher.settings import DEFAULT_WORKER_CLASS, ConfigError
-from asgi_launcher.start import config_sets_worker_class, make_plan, module_exists, shell
+from asgi_launcher.cgroups import read_limits
+from asgi_launcher.settings import ConfigError, Settings
+from asgi_launcher.start import make_plan, module_exists
 
-GUNICORN = f"{sys.executable} -m asgi_launcher gunicorn"
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        'worker_class = "sync"\n',
-        'worker_class: str = "sync"\n',
-        'import os\nif os.environ.get("X"):\n    worker_class = "sync"\n',
-        'worker_class, workers = "sync", 2\n',
-        'worker_class = "sync"  # trailing comment\n',
-    ],
-)
-def test_a_config_that_sets_worker_class_is_recognised(tmp_path, text):
-    assert config_sets_worker_class(str(write(tmp_path / "conf.py", text)))
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["workers = 2\n", '# worker_class = "sync"\n', 'print("worker_class = x")\n', "def f():\n    return 1\n"],
-)
-def test_a_config_without_worker_class_is_not(tmp_path, text):
-    assert not config_sets_worker_class(str(write(tmp_path / "conf.py", text)))
+GUNICORN = [sys.executable, "-m", "asgi_launcher", "gunicorn"]
 
 
 def test_module_lookup_runs_no_code_of_the_app(tmp_path, monkeypatch):
@@ -57,22 +33,8 @@ def test_module_lookup_runs_no_code_of_the_app(tmp_path, monkeypatch):
 
 
 def plan_of(root, args=(), **env):
-    base = {"APP_ROOT": str(root), "BASE_GUNICORN_CONF": str(BASE_CONF), "BIND": "127.0.0.1:8080"}
-    return make_plan({**base, **env}, list(args), pid=42)
-
-
-def run_plan(root, args=(), **env):
-    return shell(plan_of(root, args, **env))
-
-
-def shell_values(script: str) -> dict[str, str]:
-    """Evaluate the plan in bash, as start.sh does, and read back what it set."""
-    probe = (
-        script + '\nprintf "%s\\n" "APP_MODULE=$APP_MODULE" "GUNICORN_CONF=$GUNICORN_CONF" "json=$json_logs" '
-        '"prestart=${run_prestart:+$PRE_START_PATH}" "server=${server[*]}" "wc=${WEB_CONCURRENCY-unset}"'
-    )
-    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line and not line.startswith("{"))
+    env = {"APP_ROOT": str(root), "BASE_GUNICORN_CONF": str(BASE_CONF), "BIND": "127.0.0.1:8080", **env}
+    return make_plan(Settings.from_env(env, read_limits()), env, list(args))
 
 
 @pytest.fixture
@@ -85,57 +47,49 @@ def app_root(tmp_path, monkeypatch):
 
 
 def test_plan_for_gunicorn(app_root):
-    values = shell_values(run_plan(app_root, WEB_CONCURRENCY=""))
-    assert values["APP_MODULE"] == "app.main:app"
-    assert values["GUNICORN_CONF"] == str(BASE_CONF)
-    # The base config sets worker_class itself; no -k.
-    assert values["server"] == f"{GUNICORN} -c {BASE_CONF} app.main:app"
-    assert values["prestart"] == ""
-    assert values["wc"] == "unset"  # empty means unset: Gunicorn would fail on ""
+    plan = plan_of(app_root, WEB_CONCURRENCY="")
+    assert plan.exports == {"APP_MODULE": "app.main:app", "GUNICORN_CONF": str(BASE_CONF)}
+    # No -k: the worker class is the application's to decide, from WORKER_CLASS and the config file.
+    assert plan.command == [*GUNICORN, "-c", str(BASE_CONF), "app.main:app"]
+    assert plan.prestart is None
+    assert plan.unset == ["WEB_CONCURRENCY"]  # empty means unset: Gunicorn would fail on ""
 
 
-def test_plan_passes_the_worker_class_when_the_config_does_not_set_it(app_root):
-    write(app_root / "gunicorn_conf.py", "workers = 1\n")
-    values = shell_values(run_plan(app_root))
-    assert (
-        values["server"]
-        == f"{GUNICORN} -k {DEFAULT_WORKER_CLASS} -c {app_root}/gunicorn_conf.py app.main:app"
-    )
-    values = shell_values(run_plan(app_root, WORKER_CLASS="uvicorn_worker.UvicornH11Worker"))
-    assert values["server"].startswith(f"{GUNICORN} -k uvicorn_worker.UvicornH11Worker -c ")
+def test_gunicorn_options_after_the_config_and_before_the_app(app_root):
+    plan = plan_of(app_root, ["--workers", "3"])
+    assert plan.command == [*GUNICORN, "-c", str(BASE_CONF), "--workers", "3", "app.main:app"]
+
+
+@pytest.mark.parametrize("env", [{"PROCESS_MANAGER": "uvicorn"}, {}])
+def test_gunicorn_options_are_refused_without_gunicorn(app_root, env):
+    args = ["--workers", "3"] + ([] if env else ["--reload"])
+    with pytest.raises(ConfigError, match="expected no Gunicorn options"):
+        plan_of(app_root, args, **env)
+    assert plan_of(app_root, args[2:], **env).command[-1] in ("serve", "--reload")  # the control
 
 
 @pytest.mark.parametrize("value", ["uvicorn", " uvicorn", "UVICORN "])
 def test_process_manager_is_read_once_whatever_its_spaces(app_root, value):
     """Issue: PROCESS_MANAGER=" uvicorn" ran Gunicorn while the startup line said uvicorn."""
-    values = shell_values(run_plan(app_root, PROCESS_MANAGER=value))
-    assert values["server"] == f"{sys.executable} -m asgi_launcher serve"
-
-
-@pytest.mark.parametrize("value", ["json", "json ", " JSON"])
-def test_log_format_is_read_once_whatever_its_spaces(app_root, value):
-    values = shell_values(run_plan(app_root, LOG_FORMAT=value))
-    assert values["json"] == "1"
-    said = plan_of(app_root, LOG_FORMAT=value).said
-    assert json.loads(said[0])["message"].startswith("Checking for script in ")  # JSON from the first line
+    assert plan_of(app_root, PROCESS_MANAGER=value).command == [
+        sys.executable,
+        "-m",
+        "asgi_launcher",
+        "serve",
+    ]
 
 
 def test_pre_start_lines_and_path(app_root):
     write(app_root / "prestart.sh", "echo hi\n")
-    assert plan_of(app_root).said == [
+    plan = plan_of(app_root)
+    assert plan.said == [
         f"Checking for script in {app_root}/prestart.sh",
         f"Running script {app_root}/prestart.sh",
     ]
-    assert shell_values(run_plan(app_root))["prestart"] == f"{app_root}/prestart.sh"
-    assert "PRE_START_PATH=" not in run_plan(app_root, ["--after-prestart"])
-    assert shell_values(run_plan(app_root, ["--prestart-only"]))["server"] == ""
-
-
-def test_values_with_shell_characters_stay_values(app_root):
-    path = "/tmp/$(touch /tmp/x); 'a'.sh"
-    script = run_plan(app_root, APP_MODULE="app.main:app", PRE_START_PATH=path)
-    assert f"PRE_START_PATH={shlex.quote(path)} run_prestart=" in script
-    assert shell_values(script)["prestart"] == ""
+    assert plan.prestart == f"{app_root}/prestart.sh"
+    assert plan_of(app_root, PRE_START_PATH="").said == ["Pre-start step disabled (PRE_START_PATH is empty)"]
+    assert plan_of(app_root, PRE_START_PATH="").prestart is None
+    assert plan_of(app_root, ["--prestart-only"]).command == []
 
 
 @pytest.mark.parametrize(
@@ -156,9 +110,9 @@ def test_values_with_shell_characters_stay_values(app_root):
 )
 def test_settings_that_would_fail_late_fail_in_the_plan(app_root, env, message):
     with pytest.raises(ConfigError) as raised:
-        run_plan(app_root, **env)
+        plan_of(app_root, **env)
     assert str(raised.value).startswith(message)
 
 
 def test_the_metrics_port_may_equal_the_app_port_when_metrics_are_off(app_root):
-    assert "server=(" in run_plan(app_root, BIND="127.0.0.1:9100", METRICS="off")
+    assert plan_of(app_root, BIND="127.0.0.1:9100", METRICS="off").command
