@@ -14,6 +14,7 @@ from gunicorn.glogging import Logger
 from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
+from asgi_launcher.probe import write_address
 from asgi_launcher.recycling import Lifecycle, MemoryGuard
 from asgi_launcher.settings import ConfigError, Settings
 
@@ -42,6 +43,7 @@ class Hooks:
             reset_directory(self.metrics.directory)
 
     def when_ready(self, server) -> None:
+        write_address(",".join(server.cfg.bind))  # for the healthcheck: the address that really runs
         if server.cfg.preload_app:  # the final value: a config file may set it
             # The preloaded app's objects go to a generation the collector never scans, so that
             # garbage collection in the workers does not write to (and so copy) the shared pages.

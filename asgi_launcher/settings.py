@@ -769,7 +769,7 @@ def current(env: Mapping[str, str] = os.environ) -> Settings:
     The start, the Gunicorn master and the single Uvicorn process each call it; workers inherit the
     master's ``Settings`` through the application (asgi_launcher.application) and never parse."""
     global _parsed
-    snapshot = {setting.name: env.get(setting.name) for setting in REGISTRY}
+    snapshot = {setting.name: env.get(setting.name) for setting in REGISTRY if setting.parse}
     if _parsed is None or _parsed[0] != snapshot:
         from asgi_launcher.cgroups import read_limits
 

@@ -16,6 +16,7 @@ from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import with_request_totals
 from asgi_launcher.observe import Observed, RequestMetrics, access_log_for, access_renderer
+from asgi_launcher.probe import write_address
 from asgi_launcher.protocol import LimitedHttpToolsProtocol, count_head_timeouts, has_httptools
 from asgi_launcher.settings import Settings, Sizing, current, parse_address
 
@@ -124,6 +125,7 @@ def _serve(reload: bool) -> None:
     for warning in settings.warnings:
         report("warning", warning, as_json=settings.log_format == "json")
     print(settings.startup_line(), flush=True)
+    write_address(settings.bind)  # for the healthcheck
     configure_logging(settings)
     if reload:
         os.environ["ASGI_LAUNCHER_RELOAD"] = "1"  # the reloaded processes come and go: no metrics port

@@ -10,19 +10,18 @@ set -euo pipefail
 path=${HEALTHCHECK_PATH-/}
 [ -n "$path" ] || exit 0
 
-address=${BIND:-${HOST:-0.0.0.0}:${PORT:-80}}
-address=${address%%,*}  # the first of several binds
-case $address in
-  unix:*) echo "healthcheck: cannot probe BIND=$address; set HEALTHCHECK_PATH='' to disable" >&2; exit 1 ;;
-esac
-port=${address##*:}
-host=${address%:*}
-host=${host#[}
-host=${host%]}
-case $host in
-  "" | 0.0.0.0 | "*") host=127.0.0.1 ;;
-  ::) host=::1 ;;
-esac
+# The address the server really binds, written by it once it listens (asgi_launcher/probe.py).
+dir=/dev/shm
+[ -d "$dir" ] || dir=${TMPDIR:-/tmp}
+file=${ASGI_SERVER_ADDRESS_FILE:-$dir/asgi-server.address}
+if ! read -r host port < "$file" 2>/dev/null; then
+  echo "healthcheck: no address in $file yet: the server has not started (or was not started by /start.sh)" >&2
+  exit 1
+fi
+if [ "$host" = unix ]; then
+  echo "healthcheck: cannot probe the unix socket $port; set HEALTHCHECK_PATH='' to disable" >&2
+  exit 1
+fi
 
 exec 3<>"/dev/tcp/$host/$port"
 printf 'GET %s HTTP/1.0\r\nHost: localhost\r\nUser-Agent: asgi-server-healthcheck\r\n\r\n' "$path" >&3

@@ -121,6 +121,8 @@ class Launched(Spawned):
             # The suite runs as root on CI: the scripts would switch to the image's user, which
             # this machine does not have (tests/test_user.py covers the switch).
             "APP_USER": "root",
+            # Each server's own, for the healthcheck (asgi_launcher/probe.py); /dev/shm is the host's here.
+            "ASGI_SERVER_ADDRESS_FILE": str(log.with_suffix(".address")),
             **env,
         }
         super().__init__([str(script), *script_args], variables, log, cwd=app_root, affinity=affinity)
