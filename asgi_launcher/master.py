@@ -11,7 +11,7 @@ cannot do:
   once more after the last one (``Arbiter.stop``): a third of an idle stop.
 
 The arbiter is Gunicorn's, subclassed in two methods (``stop``, ``reap_workers``) and put in place
-of ``gunicorn.app.base.Arbiter``; tests/test_upstream.py fails by name if one of them goes away.
+of ``gunicorn.app.base.Arbiter``; tests/process/test_upstream.py fails by name if one of them goes away.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from pathlib import Path
 
 import load
 import servers
-import spawn
+from support import spawn
 
 SERVERS = ("ours", "tiangolo", "uvicorn")
 STOP_SERVERS = ("ours", "tiangolo", "uvicorn", "granian")

@@ -22,8 +22,16 @@ from pathlib import Path
 
 import intervals
 import load
-from dockercli import PYTHON_IMAGES, build_env, builder, docker, engine_error, first_image, rebuilt_steps
 from servers import HOST, REPO, InFlight, free_port, status_of
+from support.dockercli import (
+    PYTHON_IMAGES,
+    build_env,
+    builder,
+    docker,
+    engine_error,
+    first_image,
+    rebuilt_steps,
+)
 
 HEALTHY_DEADLINE = 120  # the image's start period is 60 s
 FIRST_200_DEADLINE = 60

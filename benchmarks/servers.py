@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import psutil
-from spawn import HOST, REPO, Spawned, alive, clean_env, free_port
+from support.spawn import HOST, REPO, Spawned, alive, clean_env, free_port
 
 BENCH = REPO / "benchmarks"
 TIANGOLO_CONF = BENCH / "tiangolo_conf.py"

@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 
 from container import build, python_image
-from dockercli import docker, engine_error
 from servers import HOST, REPO, free_port, status_of
+from support.dockercli import docker, engine_error
 
 CONNECTIONS = 10
 SAMPLE_EVERY = 10.0

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Rewrite the table of docs/reliability.md from build/reliability.json, the figures the last test
-run measured (tests/clients.py `record`), so that no figure is retyped.
+run measured (tests/support/clients.py `record`), so that no figure is retyped.
 
     .venv/bin/python scripts/reliability_table.py      after a full `scripts/test.sh`
 """

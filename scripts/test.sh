@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command, on a fresh Debian machine as on a developer's: the host set-up (engine, wrk,
 # the Python images of every tested tag: scripts/host.sh), the test venv from the hashed lock, the linters, then
-# every test (unit, real processes, real containers). Arguments go to pytest, e.g.
-# `scripts/test.sh -m "not container"` for the tests that need no Docker. `.ci/run` calls this.
+# every test (tests/unit, tests/process: real processes, tests/container: real containers, and
+# benchmarks/tests). Arguments go to pytest, e.g. `scripts/test.sh -m "not container"` for the tests
+# that need no Docker, `scripts/test.sh tests/unit` for one tier. `.ci/run` calls this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/host.sh

@@ -1,26 +1,18 @@
+"""The fixtures every tier shares: apps laid out as tiangolo's image expects them, started scripts
+(tests/process/), and the images and containers of the container suite (tests/container/, every test
+of which is marked ``container``). Plain helpers are in the support package."""
+
 from __future__ import annotations
 
-import re
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
-from proc import REPO, START, Launched
+from support.apps import OPS_APP, PROBE_APP, SEED_APP, TIANGOLO_FROM
+from support.files import write
+from support.proc import REPO, START, Launched
 
-SEED_APP = (REPO / "app" / "main.py").read_text()
-PROBE_APP = (REPO / "tests" / "apps" / "probe.py").read_text()
-OPS_APP = (REPO / "tests" / "apps" / "ops.py").read_text()
-CORPUS = REPO / "tests" / "corpus"
-TIANGOLO_FROM = re.compile(r"^FROM tiangolo/uvicorn-gunicorn-fastapi:(\S+)$", re.MULTILINE)
-
-
-def write(path: Path, text: str, mode: int | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    if mode is not None:
-        path.chmod(mode)
-    return path
+CONTAINER_TESTS = Path(__file__).resolve().parent / "container"
 
 
 @pytest.fixture
@@ -50,6 +42,15 @@ def probe_app(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def ops_app(tmp_path: Path) -> Path:
+    """tests/apps/ops.py as <root>/app/main.py: statuses, slow and blocking requests, a leak."""
+    root = tmp_path / "ops"
+    write(root / "app" / "__init__.py", "")
+    write(root / "app" / "main.py", OPS_APP)
+    return root
+
+
+@pytest.fixture
 def launch(tmp_path: Path):
     """Start a script (start.sh by default) against an app root; everything is killed at teardown."""
     started: list[Launched] = []
@@ -70,13 +71,13 @@ def launch(tmp_path: Path):
 
 def pytest_collection_modifyitems(items):
     for item in items:
-        if item.path.name.startswith("test_container"):
+        if CONTAINER_TESTS in item.path.resolve().parents:
             item.add_marker(pytest.mark.container)
 
 
 @pytest.fixture(scope="session")
 def engine():
-    from dockercli import engine_error
+    from support.dockercli import engine_error
 
     error = engine_error()
     if error:
@@ -86,7 +87,7 @@ def engine():
 @pytest.fixture(scope="session")
 def images(engine):
     """This repo's image (target app) and the drop-in base (target base), built once per run."""
-    from dockerutil import build, remove_image, unique
+    from support.dockerutil import build, remove_image, unique
 
     tag = unique("img")
     built = {
@@ -101,7 +102,7 @@ def images(engine):
 @pytest.fixture(scope="session")
 def derive(images, tmp_path_factory):
     """Build an image FROM the base target with the given files, as a user of the image would."""
-    from dockerutil import build, remove_image, unique
+    from support.dockerutil import build, remove_image, unique
 
     made: list[str] = []
 
@@ -122,7 +123,7 @@ def derive(images, tmp_path_factory):
 @pytest.fixture
 def run_container(engine):
     """docker run -d on a 127.0.0.1 port; every container is removed at teardown, pass or fail."""
-    from dockerutil import Container
+    from support.dockerutil import Container
 
     started: list[Container] = []
 
@@ -143,9 +144,15 @@ def ops_image(derive):
 
 
 @pytest.fixture(scope="session")
+def probe_image(derive):
+    """The base image with tests/apps/probe.py as its app (slow, blocking, echo and whoami endpoints)."""
+    return derive({"app/app/__init__.py": "", "app/app/main.py": PROBE_APP})
+
+
+@pytest.fixture(scope="session")
 def bases(images):
     """The base target per tag, built on first use (the default tag is the suite's own build)."""
-    from dockerutil import DEFAULT_TAG, build, remove_image, unique
+    from support.dockerutil import DEFAULT_TAG, build, remove_image, unique
 
     built = {DEFAULT_TAG: images["base"]}
 
@@ -163,7 +170,7 @@ def bases(images):
 @pytest.fixture
 def derived(bases, tmp_path):
     """Build a project with its FROM line pointed at our base of a tag; the image goes at teardown."""
-    from dockerutil import build, remove_image, unique
+    from support.dockerutil import build, remove_image, unique
 
     made = []
 

@@ -1,0 +1,3 @@
+"""Sizes in bytes, as the settings, the metrics and the cgroup files count them."""
+
+MiB = 1 << 20
