@@ -1,8 +1,8 @@
 """The default Gunicorn worker: ``uvicorn_worker.UvicornWorker`` with what it gets wrong put right.
 
 It hooks in only where Gunicorn documents a worker may (``init_signals``, ``load_wsgi``, ``run``,
-``notify``) and reads ``uvicorn_worker``'s ``config``; tests/process/test_upstream.py fails by name when one of
-these goes away upstream, and runs uvicorn-worker's own tests against this class.
+``notify``) and reads ``uvicorn_worker``'s ``config``; tests/process/test_upstream.py fails by name
+when one of these goes away upstream, and runs uvicorn-worker's own tests against this class.
 
 - Quick stop: on SIGINT or SIGQUIT the master asks its workers for a quick exit with SIGQUIT. The
   stock worker only flipped Gunicorn's ``alive`` flag, which the Uvicorn server never reads, so each
