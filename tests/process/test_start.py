@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import time
 
 import httpx
@@ -156,6 +157,29 @@ def test_failing_prestart_stops_the_start_with_its_status(probe_app, launch):
         in out
     )
     assert "Starting gunicorn" not in out
+
+
+def test_the_stop_signal_reaches_the_prestart_script(probe_app, launch):
+    """docker stop during a long migration: the script gets the SIGTERM (its trap runs), and the start
+    ends with the script's status, without starting the server."""
+    write(
+        probe_app / "prestart.sh",
+        "trap 'echo \"pre-start got TERM\"; exit 9' TERM\necho waiting\nsleep 60 &\nwait $!\n",
+    )
+    server = launch(probe_app)
+    wait_for(lambda: "waiting" in server.output, 20, lambda: f"the pre-start script to run\n{server.output}")
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 9
+    assert "pre-start got TERM" in server.output
+    assert "Starting gunicorn" not in server.output
+
+
+def test_what_the_prestart_script_unsets_is_gone_for_the_app(probe_app, launch):
+    write(probe_app / "prestart.sh", "unset REMOVE_ME\n")
+    server = launch(probe_app, REMOVE_ME="1", KEEP_ME="1")
+    server.wait_ready()
+    assert server.get("/env/REMOVE_ME").json() == {"value": None}
+    assert server.get("/env/KEEP_ME").json() == {"value": "1"}  # the control
 
 
 def test_custom_pre_start_path(probe_app, launch, tmp_path):
