@@ -178,11 +178,23 @@ def describe(connections) -> str:
 
 
 class _QuietCancellations(logging.Filter):
-    """Uvicorn logs a traceback for every request task cancelled at a stop; we log one line instead."""
+    """At a stop that cancels tasks, Uvicorn logs a traceback for every request task cancelled, and
+    Starlette's lifespan, cancelled too, reports ``lifespan.shutdown.failed`` with the traceback as its
+    message text (no ``exc_info``), which Uvicorn logs as an error. We log one line instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, asyncio.CancelledError)
+        if isinstance(exc, asyncio.CancelledError):
+            return False
+        text = record.getMessage().rstrip()
+        return not (text.startswith("Traceback (most recent call last)") and text.endswith("CancelledError"))
+
+
+def quiet_cancellations() -> None:
+    """From now on in this process, a cancellation is not logged as an error (once installed)."""
+    if not PROCESS.quiet:
+        PROCESS.quiet = True
+        logger.addFilter(_QuietCancellations())
 
 
 def abandon(reason: str, cancel_tasks: bool) -> int:
@@ -190,9 +202,7 @@ def abandon(reason: str, cancel_tasks: bool) -> int:
     unfinished = in_flight()
     if not unfinished:
         return 0
-    if not PROCESS.quiet:
-        PROCESS.quiet = True
-        logger.addFilter(_QuietCancellations())
+    quiet_cancellations()
     logger.warning(
         "Worker (pid:%s) %s: closing %d connection(s) with a request unfinished: %s",
         os.getpid(),

@@ -147,6 +147,7 @@ class UvicornWorker(_StockWorker):
     def _quick_stop(self) -> None:
         self.alive = False
         self._quick = True
+        protocol.quiet_cancellations()  # the lifespan is cancelled too, with or without requests
         protocol.abandon("quick stop", cancel_tasks=False)
         self._main_task.cancel()  # the server's task: asyncio.run then cancels the requests' tasks
 

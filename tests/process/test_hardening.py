@@ -17,6 +17,7 @@ import httpx
 import pytest
 from support.clients import CLIENT_TIMEOUT, POLL_DEADLINE, SlowHeads, count_per_worker, fetch, record
 from support.files import write
+from support.logs import json_lines
 from support.metrics import scrape, total
 from support.proc import wait_for
 
@@ -211,6 +212,55 @@ def test_quick_stop_closes_requests_in_flight_rather_than_answer_500(probe_app, 
         "GET /slow?seconds=30 (x2)"
     ) in server.output
     assert "Exception in ASGI application" not in server.output
+
+
+LIFESPAN_APP = """\
+import asyncio
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+
+@asynccontextmanager
+async def lifespan(app):
+    yield
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/")
+def root():
+    return {}
+
+
+@app.get("/slow")
+async def slow():
+    print("slow request started", flush=True)
+    await asyncio.sleep(30)
+"""
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.parametrize("in_flight", [1, 0], ids=["a request in flight", "idle"])
+def test_a_quick_stop_with_a_lifespan_app_says_one_line(tmp_path, launch, log_format, in_flight):
+    """Starlette's lifespan, cancelled by the quick stop, reports its traceback as message text."""
+    root = tmp_path / "lifespan"
+    write(root / "app" / "__init__.py", "")
+    write(root / "app" / "main.py", LIFESPAN_APP)
+    server = launch(root, WEB_CONCURRENCY="1", LOG_FORMAT=log_format)
+    server.wait_ready()
+    server.wait_workers(1)
+    requests_in_flight(server, ["/slow"] * in_flight, started=in_flight)
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(15) == 0
+    lines = json_lines(server.output) if log_format == "json" else server.output.splitlines()
+    text = "\n".join(map(str, lines))
+    assert "Handling signal: int" in text  # the control: this is the log of the stop
+    assert "Traceback" not in text
+    assert "CancelledError" not in text
+    said = [line for line in lines if "quick stop: closing" in str(line)]
+    assert len(said) == in_flight
 
 
 def test_sigterm_in_the_same_setup_answers_the_requests(probe_app, launch):
