@@ -335,7 +335,10 @@ def test_kustomization_lists_every_manifest_but_the_job():
     assert set(listed) == set(MANIFESTS) - {"migrate-job.yaml"}
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+@pytest.mark.skipif(
+    shutil.which("kubectl") is None,
+    reason="kubectl is not installed: scripts/test.sh installs it (apt-get install kubectl)",
+)
 def test_kustomize_renders_the_listed_resources():
     rendered = subprocess.run(
         ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=True
