@@ -3,8 +3,10 @@ a drain on graceful stops, and stops that close unfinished requests rather than 
 
 Limits: httptools has none, so a 1 MB header line or 10,000 header fields were read into memory and
 served. These are Gunicorn's settings (``limit_request_line``, ``limit_request_fields``,
-``limit_request_field_size``, settable through GUNICORN_CMD_ARGS); a request over them gets a 400 and
-its connection is closed. Only the head is counted: a body is not.
+``limit_request_field_size``, settable through GUNICORN_CMD_ARGS); a request over them is answered as
+Gunicorn answers it, 414 for the request line and 431 for a header field too large or too many of
+them (400 stays for a head that does not parse), and its connection is closed. Only the head is
+counted: a body is not.
 
 Head timeout (HEADER_TIMEOUT): Uvicorn waits for a request head forever, so slow clients sending a
 byte now and then each keep a connection. A head must arrive within this many seconds of the
@@ -127,7 +129,12 @@ class CoalescingTransport:
 
 
 class RequestTooLarge(Exception):
-    """Raised from a parser callback: httptools turns it into a parser error, answered with a 400."""
+    """Raised from a parser callback: httptools turns it into a parser error, which Uvicorn answers
+    through ``send_400_response``; the protocol answers the status set with it instead."""
+
+
+URI_TOO_LONG = (b"HTTP/1.1 414 URI Too Long\r\n", "Request line too long.")
+FIELDS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n", "Request header fields too large.")
 
 
 class _Process:
@@ -234,6 +241,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     _lingering = False
     _upgraded = False
     _head_timer: asyncio.TimerHandle | None = None
+    _refusal: tuple[bytes, str] | None = None  # the answer to a head over a limit, instead of a 400
 
     def connection_made(self, transport) -> None:
         super().connection_made(CoalescingTransport(transport, self.loop))
@@ -277,13 +285,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._head_bytes = budget
             super().data_received(data[:room])
             if self._in_head and self._head_bytes == budget:  # still in the same head: too large
-                if not self.transport.is_closing():
+                if not self.transport.is_closing() and not self._lingering:
                     self.logger.warning("Request head larger than %d bytes: refused", budget)
-                    self._refuse_and_linger(
-                        b"HTTP/1.1 400 Bad Request\r\n", "Request header fields too large."
-                    )
+                    self._refuse_and_linger(*FIELDS_TOO_LARGE)
                 return
-            if self.transport.is_closing() or self._upgraded:
+            if self.transport.is_closing() or self._upgraded or self._lingering:
                 return
             self.data_received(data[room:])  # the body, or the next pipelined request
             return
@@ -358,14 +364,25 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if self.limit_request_line and len(self.url) > self.limit_request_line:
+            self._refusal = URI_TOO_LONG
             raise RequestTooLarge(f"request line longer than {self.limit_request_line} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self.limit_request_field_size and len(name) + len(value) + 2 > self.limit_request_field_size:
+            self._refusal = FIELDS_TOO_LARGE
             raise RequestTooLarge(f"header field larger than {self.limit_request_field_size} bytes")
         if self.limit_request_fields and len(self.headers) >= self.limit_request_fields:
+            self._refusal = FIELDS_TOO_LARGE
             raise RequestTooLarge(f"more than {self.limit_request_fields} header fields")
         super().on_header(name, value)
+
+    def send_400_response(self, msg: str) -> None:
+        """Uvicorn's answer to a head httptools could not parse: ours when a limit stopped it."""
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        refusal, self._refusal = self._refusal, None
+        self._refuse_and_linger(*refusal)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

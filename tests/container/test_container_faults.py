@@ -93,7 +93,7 @@ def test_hung_worker_in_the_container(probe_image, run_container):
 
 
 def test_bad_http_input_in_the_container(probe_image, run_container):
-    """Through Docker's port publishing: each bad request is refused with a 400 and its connection
+    """Through Docker's port publishing: each bad request is refused with a 4xx and its connection
     closed, and the next one served; the valid ones, sent the same way, are served."""
     c = run_container(probe_image, args=HARDENED)
     c.wait_ready()

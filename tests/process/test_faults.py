@@ -190,7 +190,7 @@ def shared_server(tmp_path_factory):
 
 @pytest.mark.parametrize("name", BAD_REQUESTS)
 def test_bad_http_input_is_refused_and_the_next_request_served(shared_server, name):
-    assert_outcome(shared_server.port, BAD_REQUESTS[name], name)  # a 400 and the connection closed
+    assert_outcome(shared_server.port, BAD_REQUESTS[name], name)  # a 4xx and the connection closed
     assert_outcome(shared_server.port, GOOD_REQUESTS["valid GET"], "the next request")
 
 

@@ -101,12 +101,12 @@ def test_the_body_does_not_count_towards_the_head_limits(probe_app, launch):
     assert response.json() == {"size": 7000}
     # The limits are in force: a header of 300 bytes is refused.
     refused = httpx.get(server.url + "/", headers={"X-Long": "v" * 300}, timeout=CLIENT_TIMEOUT)
-    assert refused.status_code == 400
+    assert refused.status_code == 431
 
 
 def test_a_refused_huge_head_is_answered_not_reset(probe_app, launch):
     """The server stops reading a head over the limits while the client is still sending it: closing
-    then would reset the connection, and the reset can beat the 400 to the client. It answers, then
+    then would reset the connection, and the reset can beat the 431 to the client. It answers, then
     reads and drops the rest (linger) until the client is done."""
     server = launch(probe_app, WEB_CONCURRENCY="1")
     server.wait_ready()
@@ -123,7 +123,7 @@ def test_a_refused_huge_head_is_answered_not_reset(probe_app, launch):
             except OSError as error:  # ECONNRESET, EPIPE, ENOTCONN: reset before the answer was read
                 answer = repr(error).encode()
         answers.append(answer.split(b"\r\n", 1)[0])
-    assert answers == [b"HTTP/1.1 400 Bad Request"] * 20, collections.Counter(answers)
+    assert answers == [b"HTTP/1.1 431 Request Header Fields Too Large"] * 20, collections.Counter(answers)
 
 
 # ---- MAX_REQUESTS overshoot --------------------------------------------------------------------------------

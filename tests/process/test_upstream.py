@@ -48,10 +48,11 @@ PROTOCOL_OVERRIDES = {
     "on_headers_complete",
     "on_message_complete",
     "on_response_complete",
+    "send_400_response",
     "shutdown",
 }
 # Methods of HttpToolsProtocol we call.
-PROTOCOL_CALLS = {"send_400_response", "timeout_keep_alive_handler"}
+PROTOCOL_CALLS = {"timeout_keep_alive_handler"}
 # Attributes we read on a connected protocol, its request cycle, its ServerState and Uvicorn's Config.
 PROTOCOL_READS = {
     "url",

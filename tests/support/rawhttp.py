@@ -118,23 +118,26 @@ class Case:
 
 
 REFUSED = (400,)
-# Bad input and what the server does with it. Each bad head gets a 400 and a closed connection.
+URI_TOO_LONG = (414,)  # Gunicorn's answers to a head over its limits (RFC 9110, RFC 6585)
+FIELDS_TOO_LARGE = (431,)
+# Bad input and what the server does with it. Each bad head gets a 4xx and a closed connection: 414 or
+# 431 for a head over a limit, 400 for one that does not parse.
 BAD_REQUESTS = {
     "malformed request line": Case(b"GARBAGE / NOT-HTTP\r\n\r\n", REFUSED, True),
     "header over limit_request_field_size (9 KB)": Case(
-        request("/items/1", headers=f"X-Big: {'a' * 9000}\r\n"), REFUSED, True
+        request("/items/1", headers=f"X-Big: {'a' * 9000}\r\n"), FIELDS_TOO_LARGE, True
     ),
     "one huge header line (1 MB)": Case(
-        request("/items/1", headers=f"X-Big: {'a' * 1_000_000}\r\n"), REFUSED, True
+        request("/items/1", headers=f"X-Big: {'a' * 1_000_000}\r\n"), FIELDS_TOO_LARGE, True
     ),
     # Refused while it is still arriving: the head is counted before httptools has a whole field to show.
     "a header line that never ends (1 MB)": Case(
-        b"GET /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000, REFUSED, True
+        b"GET /items/1 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1_000_000, FIELDS_TOO_LARGE, True
     ),
     "too many headers (151 fields)": Case(
-        request("/items/1", headers="".join(f"X-{i}: v\r\n" for i in range(150))), REFUSED, True
+        request("/items/1", headers="".join(f"X-{i}: v\r\n" for i in range(150))), FIELDS_TOO_LARGE, True
     ),
-    "request line over limit_request_line (5 KB)": Case(request("/" + "a" * 5000), REFUSED, True),
+    "request line over limit_request_line (5 KB)": Case(request("/" + "a" * 5000), URI_TOO_LONG, True),
     "Content-Length and Transfer-Encoding": Case(
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         REFUSED,

@@ -211,7 +211,7 @@ def test_a_head_over_the_limits_is_refused(reads):
     step = len(head) // reads + 1
     for start in range(0, len(head), step):
         proto.data_received(head[start : start + step])
-    assert transport.data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert transport.data.startswith(b"HTTP/1.1 431 Request Header Fields Too Large")
     assert b"Request header fields too large." in transport.data
     assert transport.closed
     assert loop.tasks == []  # never reached the app
@@ -232,7 +232,7 @@ def test_a_refused_head_is_answered_then_the_rest_read_and_dropped():
     transport = HalfClosable()
     proto.connection_made(transport)
     proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 7000)
-    assert transport.data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert transport.data.startswith(b"HTTP/1.1 431 ")
     assert transport.eof_written
     assert not transport.closed  # still reading: closing with unread data would reset the connection
     proto.data_received(b"v" * 100_000)
@@ -252,18 +252,36 @@ def test_a_head_just_under_the_budget_split_across_reads_is_served():
 
 
 @pytest.mark.parametrize(
-    "head",
+    ("head", "status"),
     [
-        b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
-        b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", b"414 URI Too Long"),
+        (
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+            b"431 Request Header Fields Too Large",
+        ),
+        (
+            b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+            b"431 Request Header Fields Too Large",
+        ),
+        (b"GET / HTTP/1.1\r\nHost x\r\n\r\n", b"400 Bad Request"),  # garbage: still a 400
     ],
-    ids=["request line", "field size", "field count"],
+    ids=["request line", "field size", "field count", "garbage"],
 )
-def test_each_gunicorn_limit_applies(head):
+def test_each_gunicorn_limit_answers_gunicorns_status(head, status):
+    """RFC 9110's 414 for the request line, RFC 6585's 431 for the fields, as Gunicorn answers."""
     proto, transport, loop = connect(plain())
     proto.data_received(head)
-    assert transport.data.startswith(b"HTTP/1.1 400 Bad Request")
+    assert transport.data.startswith(b"HTTP/1.1 " + status + b"\r\n")
+    assert loop.tasks == []
+
+
+def test_an_oversized_websocket_upgrade_is_refused_with_431():
+    proto, transport, loop = connect(plain())
+    cookie = b"Cookie: " + b"c" * 9000 + b"\r\n"
+    proto.data_received(
+        b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n" + cookie + b"\r\n"
+    )
+    assert transport.data.startswith(b"HTTP/1.1 431 ")
     assert loop.tasks == []
 
 
