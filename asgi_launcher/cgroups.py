@@ -33,6 +33,7 @@ class Mount(NamedTuple):
     point: str  # where it is mounted
     fstype: str
     super_options: frozenset[str]
+    options: frozenset[str] = frozenset()  # the mount's own ("ro" for a read-only bind mount)
 
 
 def parse_proc_cgroup(text: str) -> dict[str, str]:
@@ -71,6 +72,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 point=_unescape(fields[4]),
                 fstype=fields[sep + 1],
                 super_options=frozenset(fields[sep + 3].split(",")),
+                options=frozenset(fields[5].split(",")),
             )
         )
     return mounts

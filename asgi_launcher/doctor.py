@@ -144,6 +144,9 @@ def advice(
             )
         if uid == 0:
             continue
+        written = isinstance(cause, PermissionError) or any(text in str(cause) for text in WRITE_ERRORS)
+        if written and (hint := mount_hint(uid, getattr(cause, "filename", None))):
+            return hint
         if isinstance(cause, PermissionError) and cause.filename:
             return (
                 f"HINT: the app runs as UID {uid}, not root as in tiangolo's image, and may not write "
@@ -168,6 +171,39 @@ class Doctor(logging.Filter):
                 record.args = ()
                 record.advised = True
         return True
+
+
+def read_mountinfo() -> str:
+    try:
+        with open("/proc/self/mountinfo") as file:
+            return file.read()
+    except OSError:
+        return ""
+
+
+def mount_hint(uid: int, filename: str | None) -> str | None:
+    """A write refused under a mounted directory the app's user cannot write (a host directory in
+    compose's ``volumes:``): the fix is the owner, not the Dockerfile. SQLite names no file: such a
+    mount under the app's directory (its working directory) is the likely one."""
+    from asgi_launcher.user import unwritable_mounts
+
+    def under(path: str, point: str) -> bool:
+        return path == point or path.startswith(point.rstrip("/") + "/")
+
+    mounts = unwritable_mounts(read_mountinfo(), uid, os.getgid())
+    if filename:
+        path = os.path.abspath(os.fsdecode(filename))
+        mounts = [m for m in mounts if under(path, m.point)]
+    else:
+        mounts = [m for m in mounts if under(m.point, os.getcwd())]
+    if not mounts:
+        return None
+    mount = mounts[0]
+    return (
+        f"HINT: {mount.point} is mounted owned by UID {mount.uid}, which the app (UID {uid}) may not write: "
+        f'run as that owner (compose user: "{mount.uid}:{mount.gid}", or APP_USER={mount.uid}:{mount.gid}), '
+        "change its owner on the host, or set APP_USER=root"
+    )
 
 
 def advise(*loggers: logging.Logger) -> None:

@@ -24,6 +24,7 @@ DEFAULT_UID = 10001
 CAP_SETGID, CAP_SETUID = 6, 7
 # Mounts of the runtime itself, never the app's volumes.
 SYSTEM_PREFIXES = ("/proc", "/sys", "/dev", "/run/secrets", "/etc/")
+SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")  # a socket handed in, not a place to write
 
 
 class User(NamedTuple):
@@ -80,6 +81,51 @@ def volumes_to_give(mountinfo: str, owner_of, is_empty) -> list[str]:
     return found
 
 
+class Unwritable(NamedTuple):
+    point: str
+    uid: int
+    gid: int
+    mode: int
+
+
+def unwritable_mounts(mountinfo: str, uid: int, gid: int, stat_of=os.stat) -> list[Unwritable]:
+    """Directories mounted into the container (bind mounts, volumes) that ``uid``:``gid`` cannot
+    write: not read-only ones, not the runtime's own, not tmpfs, and not the empty root-owned ones,
+    which the switch gives to the app user first."""
+    found = []
+    for mount in parse_mountinfo(mountinfo):
+        point = mount.point
+        if point == "/" or point.startswith(SYSTEM_PREFIXES) or point in SOCKETS:
+            continue
+        if "ro" in mount.options or mount.fstype == "tmpfs":
+            continue
+        try:
+            info = stat_of(point)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            continue
+        if info.st_uid == uid:
+            writable = info.st_mode & stat.S_IWUSR
+        elif info.st_gid == gid:
+            writable = info.st_mode & stat.S_IWGRP
+        else:
+            writable = info.st_mode & stat.S_IWOTH
+        if not writable:
+            found.append(Unwritable(point, info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)))
+    return found
+
+
+def mount_warning(mount: Unwritable, uid: int) -> str:
+    owner = f"{mount.uid}:{mount.gid}"
+    return (
+        f"{mount.point} is mounted owned by UID {mount.uid} (GID {mount.gid}, mode {mount.mode:o}) and "
+        f"the app runs as UID {uid}: it cannot write there. Run as that owner (compose user: "
+        f'"{owner}", or APP_USER={owner}), change the owner on the host (chown -R {uid} on the '
+        "host's directory), or set APP_USER=root"
+    )
+
+
 def _owner_of_directory(path: str) -> int | None:
     try:
         info = os.stat(path)
@@ -125,15 +171,17 @@ def switch(env: dict[str, str], app_user: str, as_json: bool = False) -> None:
             f"(--user {user.uid}:{user.gid}; compose user:, Kubernetes runAsUser), "
             "or add those two capabilities, or set APP_USER=root"
         )
-    with open("/proc/self/mountinfo") as mountinfo:
-        for point in volumes_to_give(mountinfo.read(), _owner_of_directory, _is_empty):
-            try:
-                os.chown(point, user.uid, user.gid)
-            except OSError:  # read-only, or no CAP_CHOWN: the app will say what it cannot write
-                continue
-            report(
-                "info", f"gave the empty volume {point} to UID {user.uid} (it was root's)", as_json=as_json
-            )
+    with open("/proc/self/mountinfo") as file:
+        mountinfo = file.read()
+    for point in volumes_to_give(mountinfo, _owner_of_directory, _is_empty):
+        try:
+            os.chown(point, user.uid, user.gid)
+        except OSError:  # read-only, or no CAP_CHOWN: the app will say what it cannot write
+            continue
+        report("info", f"gave the empty volume {point} to UID {user.uid} (it was root's)", as_json=as_json)
+    # A directory with content is the host's (or another container's): said, never chowned.
+    for mount in unwritable_mounts(mountinfo, user.uid, user.gid):
+        report("warning", mount_warning(mount, user.uid), as_json=as_json)
     switch_environment(env, user)
     os.setgroups([])
     os.setresgid(user.gid, user.gid, user.gid)

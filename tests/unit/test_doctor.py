@@ -675,3 +675,44 @@ def test_the_make_stub_fails_as_a_missing_make_and_names_the_full_tag():
     assert no_python.returncode == 127
     assert no_python.stderr.splitlines()[0] == "make: not found"
     assert no_python.stderr.splitlines()[1].startswith("HINT: this image has no make")
+
+
+def mounted_here(tmp_path, monkeypatch, uid: int, mode: int) -> str:
+    """A directory mounted into the container, as /proc/self/mountinfo would show it."""
+    point = tmp_path / "data"
+    point.mkdir()
+    (point / "app.db").write_text("")
+    os.chown(point, uid, uid)
+    point.chmod(mode)
+    line = f"900 1 8:1 /home/me/data {point} rw,relatime - ext4 /dev/vda rw\n"
+    monkeypatch.setattr("asgi_launcher.doctor.read_mountinfo", lambda: line)
+    return str(point)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        PermissionError(13, "Permission denied", "{point}/app.db"),
+        sqlite3.OperationalError("unable to open database file"),
+        sqlite3.OperationalError("attempt to write a readonly database"),
+    ],
+    ids=["PermissionError", "unable to open", "readonly database"],
+)
+def test_a_write_refused_under_a_host_owned_mount_names_its_owner(tmp_path, monkeypatch, error):
+    point = mounted_here(tmp_path, monkeypatch, 1000, 0o755)
+    monkeypatch.chdir(tmp_path)  # the app's directory, which the mount is under
+    if isinstance(error, PermissionError):
+        error = PermissionError(13, "Permission denied", error.filename.format(point=point))
+    hint = advice(error, uid=10001)
+    assert hint.startswith(
+        f"HINT: {point} is mounted owned by UID 1000, which the app (UID 10001) may not write"
+    )
+    assert 'compose user: "1000:1000"' in hint
+
+
+def test_a_mount_the_app_may_write_gets_the_usual_advice(tmp_path, monkeypatch):
+    """The control: the same write refusal, the mount writable by the app's user."""
+    mounted_here(tmp_path, monkeypatch, 10001, 0o755)
+    monkeypatch.chdir(tmp_path)
+    hint = advice(sqlite3.OperationalError("unable to open database file"), uid=10001)
+    assert hint.startswith("HINT: SQLite could not write its file")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import pwd
+import stat
 
 import pytest
 
@@ -11,8 +13,10 @@ from asgi_launcher.user import (
     User,
     can_switch,
     capabilities,
+    mount_warning,
     resolve,
     switch_environment,
+    unwritable_mounts,
     volumes_to_give,
 )
 
@@ -78,3 +82,63 @@ def test_switch_environment_sets_the_users_home(tmp_path):
     env = {"HOME": "/root"}
     switch_environment(env, User(10001, 10001, None))
     assert env["HOME"] == "/root"
+
+
+# More mounts: a read-only bind mount, the Docker socket, and two shared directories.
+MORE_MOUNTS = (
+    MOUNTINFO
+    + """\
+830 820 8:1 /home/me/ro /srv/ro ro,relatime - ext4 /dev/vda rw
+831 820 0:22 /docker.sock /var/run/docker.sock rw,nosuid,nodev - tmpfs tmpfs rw
+832 820 8:1 /home/me/shared /srv/shared rw,relatime - ext4 /dev/vda rw
+833 820 8:1 /home/me/team /srv/team rw,relatime - ext4 /dev/vda rw
+"""
+)
+
+
+def fake_stat(table: dict[str, tuple[int, int, int]]):
+    """stat() over {path: (uid, gid, mode)}: directories, or a socket for the Docker socket."""
+
+    def stat_of(path: str):
+        uid, gid, mode = table[path]
+        kind = stat.S_IFSOCK if path.endswith(".sock") else stat.S_IFDIR
+        return os.stat_result((kind | mode, 0, 0, 0, uid, gid, 0, 0, 0, 0))
+
+    return stat_of
+
+
+def test_mounts_the_app_user_cannot_write_are_found():
+    host_user = (1000, 1000, 0o755)
+    table = dict.fromkeys(
+        [
+            "/data",
+            "/srv/code",
+            "/tmp",
+            "/var/lib/app data",
+            "/srv/ro",
+            "/var/run/docker.sock",
+            "/etc/resolv.conf",
+        ],
+        host_user,
+    )
+    table["/data"] = (10001, 10001, 0o755)  # the app user's own
+    table["/srv/shared"] = (1000, 1000, 0o777)  # anyone may write
+    table["/srv/team"] = (1000, 10001, 0o775)  # its group may
+    found = unwritable_mounts(MORE_MOUNTS, 10001, 10001, fake_stat(table))
+    # Not /srv/ro (read-only), the socket, /etc/resolv.conf, /proc, /sys, /dev or the tmpfs /tmp.
+    assert [m.point for m in found] == ["/srv/code", "/var/lib/app data"]
+    line = mount_warning(found[0], 10001)
+    assert line.startswith(
+        "/srv/code is mounted owned by UID 1000 (GID 1000, mode 755) and the app runs as UID 10001"
+    )
+    for fix in ('compose user: "1000:1000"', "APP_USER=1000:1000", "chown -R 10001", "APP_USER=root"):
+        assert fix in line
+
+
+def test_mounts_the_app_user_owns_are_not_reported():
+    """The control: the same mounts, all the app user's."""
+    table = {
+        m: (10001, 10001, 0o755)
+        for m in ["/data", "/srv/code", "/var/lib/app data", "/srv/shared", "/srv/team"]
+    }
+    assert unwritable_mounts(MORE_MOUNTS, 10001, 10001, fake_stat(table | {"/srv/ro": (0, 0, 0o555)})) == []
