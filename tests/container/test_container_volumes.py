@@ -29,7 +29,9 @@ def test_a_mount_the_app_cannot_write_is_said_at_start(images, run_container, tm
     data = host_directory(tmp_path, owner)
     c = run_container(images["app"], args=["-v", f"{data}:/app/data:{mode}"])
     c.wait_ready()
-    line = "WARNING: /app/data is mounted owned by UID 1000 (GID 1000, mode 755) and the app runs as UID 10001"
+    line = (
+        "WARNING: /app/data is mounted owned by UID 1000 (GID 1000, mode 755) and the app runs as UID 10001"
+    )
     wait_for(lambda: "Application startup complete" in c.logs(), 30, "the workers to start")
     assert (line in c.logs()) is warned, c.logs()
     if warned:
