@@ -15,7 +15,7 @@ from asgi_launcher.doctor import advise
 from asgi_launcher.logs import JsonFormatter, apply_logging_conf, json_root_handler, report
 from asgi_launcher.metrics import MasterMetrics, default_directory, reset_directory
 from asgi_launcher.probe import write_address
-from asgi_launcher.recycling import Lifecycle, MemoryGuard
+from asgi_launcher.recycling import Lifecycle, MemoryGuard, OwnMemoryCheck
 from asgi_launcher.settings import ConfigError, Settings
 
 
@@ -111,6 +111,11 @@ class Hooks:
         if self.settings.root_path:
             config.root_path = self.settings.root_path  # read by each connection's protocol
         self._report_boot(config)
+        if self.settings.max_worker_memory:
+            from asgi_launcher import protocol
+
+            limit = self.settings.max_worker_memory
+            protocol.PROCESS.after_response = OwnMemoryCheck(self.lifecycle, limit, protocol.retire)
         fmt = worker.cfg.access_log_format  # ACCESS_LOG_FORMAT, a config file or the command line
         render = access_renderer(self.settings.log_format, None if fmt == AccessLogFormat.default else fmt)
         access_log = access_log_for(

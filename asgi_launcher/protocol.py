@@ -146,9 +146,26 @@ class _Process:
     request_limit: int | None = None  # the server's MAX_REQUESTS with its jitter, when the worker knows it
     stop_accepting = None  # closes the server's listening sockets, when the worker can
     quiet = False  # request tasks cancelled at a stop are not logged one traceback each
+    after_response = None  # called after each response: the worker's own memory check, when it has one
+    retired = False  # past MAX_WORKER_MEMORY: no new connection, no further request on an open one
 
 
 PROCESS = _Process()
+
+
+def _stop_accepting() -> None:
+    if PROCESS.stop_accepting is not None:
+        PROCESS.stop_accepting()
+        PROCESS.stop_accepting = None
+
+
+def retire() -> None:
+    """This worker takes no more work (it passed MAX_WORKER_MEMORY): its listeners close, and each open
+    connection is answered once more at most, with Connection: close. What it serves, it finishes; the
+    master replaces it, one worker at a time, and new connections go to the other workers meanwhile."""
+    PROCESS.retired = True
+    PROCESS.after_response = None
+    _stop_accepting()
 
 
 def count_head_timeouts(registry=None) -> None:
@@ -388,7 +405,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False
         self._cancel_head_timer()
         super().on_headers_complete()
-        if self.cycle is not None and (self._draining or self._past_request_limit()):
+        if self.cycle is not None and (self._draining or PROCESS.retired or self._past_request_limit()):
             self.cycle.keep_alive = False  # answered with Connection: close, then closed
 
     def _past_request_limit(self) -> bool:
@@ -397,9 +414,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return False
         # Uvicorn stops at its next check (every 0.1 s); until then no new connection is accepted, and
         # no open one is kept for another request.
-        if PROCESS.stop_accepting is not None:
-            PROCESS.stop_accepting()
-            PROCESS.stop_accepting = None
+        _stop_accepting()
         return True
 
     def on_message_complete(self) -> None:
@@ -411,6 +426,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.flush()  # a head without body writes (HEAD, 204, 304) is complete now
         self.transport.expect_head = not self._upgraded
         super().on_response_complete()
+        if PROCESS.after_response is not None:
+            PROCESS.after_response()
 
     def connection_lost(self, exc) -> None:
         self._cancel_head_timer()

@@ -6,12 +6,15 @@
   asked for itself it knows (memory, a SIGHUP reload, its own shutdown); Gunicorn marks a worker it
   aborted for TIMEOUT (``worker.aborted``); the rest the worker tells through a pipe as it leaves in
   order (its exit status: 0 after MAX_REQUESTS). A worker that says nothing died: a crash.
-- The memory guard: a thread of the master that reads each worker's memory every second and, when
-  one passes MAX_WORKER_MEMORY, stops it with SIGTERM (it finishes what it is serving; the master
-  starts another), one at a time. PSS, not RSS: with PRELOAD_APP the app's pages are shared between
-  the master and every worker, and RSS counts them in full in each (tens of MiB per worker that
-  recycling would not free), while PSS divides them, so that the workers' PSS add up to what the
-  container is charged and a leak (private pages) counts in full.
+- The memory guard: a thread of the master that reads each worker's memory every second and, when one
+  passes MAX_WORKER_MEMORY, stops it with SIGTERM (it finishes what it is serving; the master starts
+  another), one at a time. A second is long for a fast leak (100 MiB/s from the first request is enough
+  to meet a cgroup limit between two polls), so each worker also reads its own RSS after a response, at
+  most every 50 ms (``OwnMemoryCheck``), and, once past the limit, stops taking work and tells the
+  master, whose guard wakes at once and decides as on its poll. PSS, not RSS: with PRELOAD_APP the app's
+  pages are shared between the master and every worker, and RSS counts them in full in each (tens of MiB
+  per worker that recycling would not free), while PSS divides them, so that the workers' PSS add up to
+  what the container is charged and a leak (private pages) counts in full.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import signal
 import sys
 import threading
@@ -35,8 +39,8 @@ class Lifecycle:
     the config file, not this)."""
 
     def __init__(self):
-        self._read_fd, self._write_fd = os.pipe()
-        for fd in (self._read_fd, self._write_fd):
+        self.read_fd, self._write_fd = os.pipe()
+        for fd in (self.read_fd, self._write_fd):
             os.set_blocking(fd, False)  # a worker never waits on the master, nor the master on a worker
         self._lock = threading.Lock()
         self._partial = b""
@@ -44,6 +48,8 @@ class Lifecycle:
         self.booted: dict[int, int] = {}  # pid -> its memory when it began to serve
         self.exit_codes: dict[int, int] = {}
         self.memory_pids: set[int] = set()  # asked to leave for MAX_WORKER_MEMORY
+        self.over: dict[int, int] = {}  # pid -> its size when it retired itself (OwnMemoryCheck)
+        self.boot_usage = 0  # in a worker: its memory when it began to serve
         self.reload_pids: set[int] = set()  # alive when a SIGHUP came
 
     # ---- in the master
@@ -56,11 +62,11 @@ class Lifecycle:
         self.reload_pids.update(server.WORKERS)
 
     def drain(self) -> None:
-        """Read what the workers said: ``booted PID BYTES`` and ``exit PID STATUS`` lines."""
+        """Read what the workers said: ``booted PID BYTES``, ``over PID BYTES`` and ``exit PID STATUS``."""
         with self._lock:
             while True:
                 try:
-                    chunk = os.read(self._read_fd, 65536)
+                    chunk = os.read(self.read_fd, 65536)
                 except BlockingIOError:
                     break
                 if not chunk:
@@ -74,6 +80,8 @@ class Lifecycle:
             kind, pid, value = fields[0], int(fields[1]), int(fields[2])
             if kind == b"booted":
                 self.booted[pid] = value
+            elif kind == b"over":
+                self.over[pid] = value
             elif kind == b"exit":
                 self.exit_codes[pid] = value
 
@@ -83,6 +91,7 @@ class Lifecycle:
         pid = worker.pid
         status = self.exit_codes.pop(pid, None)
         self.booted.pop(pid, None)
+        self.over.pop(pid, None)
         reload = pid in self.reload_pids
         self.reload_pids.discard(pid)
         if pid in self.memory_pids:
@@ -103,7 +112,7 @@ class Lifecycle:
 
     # ---- in a worker
     def in_worker(self) -> None:
-        os.close(self._read_fd)
+        os.close(self.read_fd)
 
     def tell(self, kind: str, value: int) -> None:
         # One write below PIPE_BUF is atomic: lines of different workers never mix.
@@ -112,8 +121,8 @@ class Lifecycle:
 
     def worker_booted(self) -> None:
         pid = os.getpid()
-        usage = resources.proportional(pid) or resources.resident(pid) or 0
-        self.tell("booted", usage)
+        self.boot_usage = resources.proportional(pid) or resources.resident(pid) or 0
+        self.tell("booted", self.boot_usage)
 
     def worker_exiting(self) -> None:
         """Called from Gunicorn's worker_exit hook, while the worker's SystemExit propagates."""
@@ -124,6 +133,43 @@ class Lifecycle:
         elif error is not None:
             status = 1
         self.tell("exit", status)
+
+
+class OwnMemoryCheck:
+    """In a worker, called after each response (asgi_launcher.protocol): its own RSS from an open
+    /proc/self/statm (a few microseconds), at most every ``interval`` seconds. What the master measures
+    is PSS, which counts the pages shared with the master and the other workers in part, where RSS
+    counts them in full: the difference, learnt at each PSS read (about 1 ms), is taken off RSS, and
+    PSS is read only when that estimate passes the limit. Past the limit on PSS, the worker retires:
+    ``retire()`` stops it taking more work, so that it stops growing while it waits for its turn, and
+    the master hears it at once."""
+
+    interval = 0.05
+
+    def __init__(self, lifecycle: Lifecycle, limit: int, retire):
+        self.lifecycle = lifecycle
+        self.limit = limit
+        self.retire = retire
+        self._next = 0.0
+        self._shared = 0  # RSS - PSS at the last PSS read
+        self._statm = os.open("/proc/self/statm", os.O_RDONLY)  # after the fork: the worker's own
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now < self._next:
+            return
+        self._next = now + self.interval
+        fields = os.pread(self._statm, 128, 0).split()
+        rss = int(fields[1]) * resources.PAGE if len(fields) > 1 else 0
+        if rss - self._shared <= self.limit:
+            return
+        pss = resources.proportional(os.getpid())
+        size = rss if pss is None else pss  # no smaps_rollup: the master measures RSS too
+        self._shared = rss - size
+        if size <= self.limit or self.lifecycle.boot_usage > self.limit:
+            return  # (too big from its boot on: the master refuses the limit and says so)
+        self.retire()
+        self.lifecycle.tell("over", size)
 
 
 def measure(pid: int) -> tuple[int, str] | None:
@@ -149,8 +195,13 @@ class MemoryGuard(threading.Thread):
         self.refused = False
 
     def run(self) -> None:
-        while not self.refused:
-            time.sleep(self.interval)
+        while True:
+            # Woken by any line of a worker (its boot, its exit, or that it passed the limit), at the
+            # latest after ``interval``; check() reads them all.
+            # A worker that said it passed the limit but had to wait (one at a time, or a worker still
+            # booting) is looked at again soon, not a second later.
+            wait = self.interval / 20 if self.lifecycle.over else self.interval
+            select.select([self.lifecycle.read_fd], [], [], wait)
             try:
                 self.check()
             except Exception:  # a bug here must not leave the limit silently unenforced
@@ -172,20 +223,30 @@ class MemoryGuard(threading.Thread):
             if boot is None:
                 continue  # it exited meanwhile
             if boot > self.limit:
-                self.refuse(worker, pid, boot)
-                return
-            rss = resources.resident(pid)
-            if rss is None or rss <= self.limit:  # PSS <= RSS: nothing more to read
+                # Replacing it would loop: said once, and such a worker is left alone. The others are
+                # still recycled (a retired one must be: it takes no work).
+                if not self.refused:
+                    self.refuse(worker, pid, boot)
                 continue
+            retired = pid in self.lifecycle.over  # it measured itself past the limit: it takes no work
+            if not retired:
+                rss = resources.resident(pid)
+                if rss is None or rss <= self.limit:  # PSS <= RSS: nothing more to read
+                    continue
             measured = measure(pid)
-            if measured is None or measured[0] <= self.limit or pid not in self.server.WORKERS:
+            if measured is None or pid not in self.server.WORKERS:
                 continue
+            if measured[0] <= self.limit:
+                if not retired:
+                    continue
+                measured = (self.lifecycle.over[pid], measured[1])  # what it measured itself, past the limit
             self.recycle(worker, pid, measured, boot)
             return
 
     def recycle(self, worker, pid: int, measured: tuple[int, str], boot: int) -> None:
         size, kind = measured
         self.lifecycle.memory_pids.add(pid)
+        self.lifecycle.over.pop(pid, None)
         self.log.warning(
             "Worker %s (pid:%s) uses %.1f MiB (%s; %.1f MiB when it began serving), above "
             "MAX_WORKER_MEMORY=%.1f MiB: replacing it gracefully",
@@ -205,8 +266,8 @@ class MemoryGuard(threading.Thread):
         self.refused = True
         self.log.error(
             "MAX_WORKER_MEMORY=%.1f MiB is below what a worker needs to boot: worker %s (pid:%s) used "
-            "%.1f MiB when it began serving; workers are not recycled for memory until it is raised "
-            "above that",
+            "%.1f MiB when it began serving; workers that big are not recycled for memory until it is "
+            "raised above that",
             self.limit / _MiB,
             getattr(worker, "slot", "?"),
             pid,

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 from asgi_launcher.cgroups import Cgroup
 
-_PAGE = os.sysconf("SC_PAGE_SIZE")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -36,7 +36,7 @@ def resident(pid: int, proc: str = "/proc") -> int | None:
     """RSS in bytes (cheap: one small file)."""
     statm = _read(f"{proc}/{pid}/statm")
     fields = statm.split() if statm else []
-    return int(fields[1]) * _PAGE if len(fields) > 1 else None
+    return int(fields[1]) * PAGE if len(fields) > 1 else None
 
 
 def proportional(pid: int, proc: str = "/proc") -> int | None:

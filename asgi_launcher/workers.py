@@ -122,15 +122,16 @@ class UvicornWorker(_StockWorker):
 
     @staticmethod
     def _arm_request_limit(server) -> None:
-        limit = getattr(server, "limit_max_requests", None)  # with Uvicorn's own jitter, as it checks it
-        if not limit:
+        """MAX_REQUESTS (with Uvicorn's own jitter, as it checks it) and MAX_WORKER_MEMORY stop the
+        worker taking connections before it leaves: the protocol closes the server's listeners."""
+        if server is None:
             return
 
         def stop_accepting() -> None:
             for listener in getattr(server, "servers", ()):  # asyncio.Server objects: close() is public
                 listener.close()
 
-        protocol.PROCESS.request_limit = limit
+        protocol.PROCESS.request_limit = getattr(server, "limit_max_requests", None) or None
         protocol.PROCESS.stop_accepting = stop_accepting
 
     def _arm_quick_stop(self) -> None:

@@ -3,6 +3,8 @@ throttling under --cpus 0.5, and a leaking app under a memory limit, with and wi
 
 from __future__ import annotations
 
+import time
+
 import psutil
 from support.clients import Load, record
 from support.dockerutil import HARDENED, docker
@@ -128,6 +130,39 @@ def test_a_leak_under_max_worker_memory_recycles_workers_and_no_oom_kill(ops_ima
     assert value(samples, "asgi_container_oom_kills_total") == 0
     assert value(samples, "gunicorn_worker_recycles_total", reason="crash") == 0
     assert peak < 300 * MiB
+    assert c.running()
+
+
+def test_a_fast_leak_from_the_first_request_is_replaced_before_the_kernel_kills(ops_image, run_container):
+    """Unthrottled, from the first request on: 512 KiB per request as fast as one keep-alive client can
+    ask, tens of MiB/s. The check after each request (in the worker) wakes the master at once: the
+    leaking worker is replaced gracefully, before the cgroup's limit is reached."""
+    c = leak_run(ops_image, run_container, {"MAX_WORKER_MEMORY": "90M"})
+    c.wait_ready()
+    c.wait_workers(2)
+    requests = 1500  # 750 MiB leaked in all, 2.5 times the container's limit
+    started = time.monotonic()
+    with Load(c.url, path="/leak?kib=512&pause=0", clients=1, max_seconds=120, max_requests=requests) as load:
+        load.wait_requests(requests, timeout=120)
+    seconds = time.monotonic() - started
+    samples = scrape(c)
+    recycled = memory_recycles(samples)
+    peak = int(cgroup_file(c, "memory/memory.max_usage_in_bytes"))
+    record(
+        "a fast leak (512 KiB per request, unthrottled), --memory 300m, MAX_WORKER_MEMORY=90M (container)",
+        load="1 keep-alive client",
+        requests=load.outcome.ok,
+        failed=load.outcome.failed,
+        leak_mib_per_s=round(load.outcome.ok * 0.5 / seconds, 1),
+        recycled=recycled,
+        peak_mib=round(peak / MiB, 1),
+        limit_mib=300,
+        oom_kills=oom_kills(c),
+    )
+    assert oom_kills(c) == 0, c.logs()[-3000:]
+    assert load.outcome.failed == 0, load.outcome.errors[:5]
+    assert recycled >= 3
+    assert value(samples, "gunicorn_worker_recycles_total", reason="crash") == 0
     assert c.running()
 
 

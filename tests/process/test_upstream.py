@@ -5,30 +5,19 @@ own test suites, downloaded at test time for the pinned versions, pass against o
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
-import tarfile
-import xml.etree.ElementTree as ET
+import time
 from pathlib import Path
 
-import psutil
 import pytest
-from support.proc import REPO
+from support import upstream
 
 from asgi_launcher import protocol, workers
-
-TESTS = REPO / "tests"  # on the upstream run's path: the support package, with our plugin
-
-
-def pinned(package: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        match = re.match(rf"^{re.escape(package)}(?:\[[^\]]*\])?==([^\s;#]+)", line.strip(), re.IGNORECASE)
-        if match:
-            return match.group(1)
-    raise AssertionError(f"{package} is not pinned in requirements.txt")
 
 
 def missing(obj, names) -> list[str]:
@@ -152,27 +141,136 @@ def test_gunicorn_and_uvicorn_worker_still_have_what_we_use(tmp_path):
         worker.tmp.close()
 
 
-def test_gunicorn_still_has_the_arbiter_we_subclass():
-    """asgi_launcher/master.py puts its arbiter in place of gunicorn.app.base.Arbiter and relies on
-    Arbiter.stop reaping through reap_workers while WORKERS is not empty."""
-    import inspect
+# ---- canaries: Gunicorn's arbiter, by what it does (asgi_launcher/master.py, recycling.py) -------------
 
+
+class _BareApplication:
+    """A Gunicorn application with nothing to serve: enough to construct the real Arbiter."""
+
+    @staticmethod
+    def make(**options):
+        from gunicorn.app.base import BaseApplication
+
+        class Bare(BaseApplication):
+            def load_config(self):
+                for key, value in options.items():
+                    self.cfg.set(key, value)
+
+            def load(self):
+                return lambda environ, start_response: []
+
+        return Bare()
+
+
+class _FakeWorker:
+    def __init__(self, age: int = 1):
+        self.age = age
+        self.aborted = False
+
+
+def test_gunicorn_builds_its_arbiter_from_the_name_we_replace(monkeypatch):
+    """asgi_launcher/master.py puts its arbiter in place of gunicorn.app.base.Arbiter."""
     import gunicorn.app.base
+
+    built = []
+
+    class Recorder:
+        def __init__(self, app):
+            built.append(app)
+
+        def run(self):
+            built.append("ran")
+
+    application = _BareApplication.make()
+    monkeypatch.setattr(gunicorn.app.base, "Arbiter", Recorder)
+    application.run()
+    assert built == [application, "ran"], (
+        "BaseApplication.run no longer builds the arbiter from gunicorn.app.base.Arbiter: "
+        "asgi_launcher/master.py's arbiter would not run"
+    )
+
+
+def test_gunicorn_stop_drops_the_listeners_then_reaps_until_no_worker_is_left():
+    """What QuickArbiter (asgi_launcher/master.py) and the recycling reasons rely on: Arbiter.stop
+    closes the listeners before it signals the workers (an exit at shutdown is not a recycle), and waits
+    for them by calling reap_workers while WORKERS is not empty, and no longer."""
     from gunicorn.arbiter import Arbiter
 
-    assert getattr(gunicorn.app.base, "Arbiter", None) is Arbiter, (
-        "gunicorn.app.base no longer imports Arbiter: asgi_launcher/master.py replaces that name"
+    arbiter = Arbiter(_BareApplication.make(graceful_timeout=60))
+    listener = socket.create_server(("127.0.0.1", 0))
+    arbiter.LISTENERS = [listener]
+    arbiter.WORKERS = {101: _FakeWorker(), 102: _FakeWorker()}
+    seen = {"listeners_at_kill": None, "reaps_with_workers": 0}
+
+    def kill_workers(sig):
+        if seen["listeners_at_kill"] is None:
+            seen["listeners_at_kill"] = list(arbiter.LISTENERS)
+
+    def reap_workers():
+        if arbiter.WORKERS:
+            seen["reaps_with_workers"] += 1
+            arbiter.WORKERS.popitem()  # one exits per round
+
+    arbiter.kill_workers = kill_workers
+    arbiter.reap_workers = reap_workers
+    started = time.monotonic()
+    arbiter.stop(graceful=True)
+    assert listener.fileno() == -1, "Arbiter.stop no longer closes its listeners"
+    assert seen["listeners_at_kill"] == [], (
+        "Arbiter.stop no longer drops its listeners before stopping workers: exits at shutdown would "
+        "count as recycles (asgi_launcher/recycling.py)"
     )
-    assert "Arbiter(self).run()" in inspect.getsource(gunicorn.app.base.BaseApplication.run), (
-        "BaseApplication.run no longer builds the arbiter from that name"
-    )
-    stop = inspect.getsource(Arbiter.stop)
-    message = (
+    assert seen["reaps_with_workers"] == 2, (
         "Arbiter.stop no longer waits for the workers through reap_workers: asgi_launcher/master.py "
         "ends that wait early"
     )
-    assert "self.reap_workers()" in stop, message
-    assert "self.WORKERS" in stop, message
+    assert time.monotonic() - started < 30, "Arbiter.stop kept waiting after the last worker left"
+
+
+def test_gunicorn_marks_a_timed_out_worker_aborted():
+    """The recycling reason "timeout" is read from worker.aborted, which a new worker has as False and
+    the arbiter sets before its SIGABRT."""
+    from gunicorn.arbiter import Arbiter
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.glogging import Logger
+    from gunicorn.workers.base import Worker
+
+    cfg = GunicornConfig()
+    worker = Worker(1, os.getpid(), [], None, 30, cfg, Logger(cfg))
+    try:
+        assert worker.aborted is False, "a new Gunicorn Worker no longer has aborted = False"
+        arbiter = Arbiter(_BareApplication.make(timeout=5))
+        killed = []
+        arbiter.kill_worker = lambda pid, sig: killed.append((pid, sig))
+        arbiter.WORKERS = {4242: worker}
+        worker.tmp.last_update = lambda: time.monotonic() - 60  # no heartbeat for a minute
+        arbiter.murder_workers()
+        assert killed == [(4242, signal.SIGABRT)], "the arbiter no longer aborts a silent worker"
+        assert worker.aborted is True, "TIMEOUT no longer marks the worker aborted"
+    finally:
+        worker.tmp.close()
+
+
+def test_gunicorn_keeps_its_workers_by_pid_and_tops_them_up(monkeypatch):
+    """The memory guard and the slots read server.WORKERS (pid -> worker) and server.num_workers."""
+    import gunicorn.arbiter
+    from gunicorn.arbiter import Arbiter
+
+    arbiter = Arbiter(_BareApplication.make(workers=3))
+    arbiter.pid = os.getpid()  # what Arbiter.start sets
+    pids = iter(range(4243, 4250))
+    monkeypatch.setattr(gunicorn.arbiter.os, "fork", lambda: next(pids))  # the parent's side only
+    monkeypatch.setattr(gunicorn.arbiter.time, "sleep", lambda seconds: None)
+    arbiter.manage_workers()
+    try:
+        assert arbiter.num_workers == 3
+        assert sorted(arbiter.WORKERS) == [4243, 4244, 4245], (
+            "the arbiter no longer tops its workers up to num_workers, recorded by pid in WORKERS"
+        )
+        assert all(worker.pid == pid for pid, worker in arbiter.WORKERS.items())
+    finally:
+        for worker in arbiter.WORKERS.values():
+            worker.tmp.close()
 
 
 def test_the_quick_arbiter_ends_the_stop_with_the_last_worker():
@@ -292,67 +390,15 @@ sys.exit(1 if gone else 0)
 # ---- the upstream suites against our classes -------------------------------------------------------------
 
 
-def unpack_sdist(package: str, tmp: Path, drop: str) -> Path:
-    """The pinned version's source distribution, with its tests; its own package removed so that the
-    installed one is imported."""
-    version = pinned(package)
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-         f"{package}=={version}", "--dest", str(tmp)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert done.returncode == 0, f"cannot download the {package} {version} sources: {done.stderr[-2000:]}"
-    (archive,) = tmp.glob("*.tar.gz")
-    with tarfile.open(archive) as tar:
-        tar.extractall(tmp, filter="data")
-    (root,) = (p for p in tmp.iterdir() if p.is_dir())
-    import shutil
-
-    shutil.rmtree(root / drop)
-    return root
-
-
-def kill_left_behind(root: Path) -> None:
-    """Servers an upstream test started and left running in its directory: uvicorn-worker's USR2 test
-    makes Gunicorn fork a new master, which its fixture never stops."""
-    for process in psutil.process_iter(["cwd"]):
-        with contextlib.suppress(psutil.Error):
-            if process.info["cwd"] and Path(process.info["cwd"]).is_relative_to(root):
-                process.kill()
-
-
-def run_upstream(root: Path, target: str, files: list[str], tmp: Path) -> dict[str, list[str]]:
-    for name in files:
-        assert (root / name).is_file(), f"{root.name} no longer has {name}"
-    report = tmp / "report.xml"
-    env = {
-        **os.environ,
-        "ASGI_LAUNCHER_TARGET": target,
-        "PYTHONPATH": str(TESTS),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # their `gunicorn`
-    }
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", "-p", "support.upstream_plugin", "-p", "no:cacheprovider",
-             "-o", "addopts=", "-rfEX", f"--junitxml={report}", *files],
-            cwd=root, env=env, capture_output=True, text=True, timeout=900,
-        )  # fmt: skip
-    finally:
-        kill_left_behind(root)
-    outcomes: dict[str, list[str]] = {"passed": [], "failed": [], "xfailed": [], "skipped": []}
-    if report.exists():
-        for case in ET.parse(report).getroot().iter("testcase"):  # noqa: S314 - our own pytest's report
-            name = case.get("name")
-            if case.find("failure") is not None or case.find("error") is not None:
-                outcomes["failed"].append(name)
-            elif (skipped := case.find("skipped")) is not None:
-                outcomes["xfailed" if skipped.get("type") == "pytest.xfail" else "skipped"].append(name)
-            else:
-                outcomes["passed"].append(name)
-    summary = {k: len(v) for k, v in outcomes.items()}
-    print(f"{root.name} against our {target}: {summary}")
-    assert not outcomes["failed"], f"upstream tests failed against our {target}: {outcomes['failed']}"
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+def run_against_ours(key: str, tmp: Path) -> upstream.Outcomes:
+    """The installed (pinned) version's suite against our class: no failure beyond those expected."""
+    suite = upstream.SUITES[key]
+    outcomes = upstream.run_suite(suite, upstream.unpack_sdist(suite, tmp), "ours")
+    version = upstream.installed(suite.package)
+    print(f"{suite.package} {version} against our {suite.target}: {outcomes.counts()}")
+    failed = outcomes.named("failed")
+    assert not failed, f"upstream tests failed against our {suite.target}: {failed}"
+    assert outcomes.returncode == 0, outcomes.output
     return outcomes
 
 
@@ -360,37 +406,51 @@ def test_uvicorn_suite_against_our_protocol(tmp_path):
     """Uvicorn's own protocol tests (HTTP, WebSockets, server, middleware) with our protocol class."""
     from support.upstream_plugin import EXPECTED_FAILURES
 
-    root = unpack_sdist("uvicorn", tmp_path, drop="uvicorn")
-    outcomes = run_upstream(
-        root,
-        "protocol",
-        [
-            "tests/protocols/test_http.py",
-            "tests/protocols/test_websocket.py",
-            "tests/test_server.py",
-            "tests/middleware/test_logging.py",
-            "tests/middleware/test_proxy_headers.py",
-        ],
-        tmp_path,
-    )
-    assert {re.sub(r"\[.*", "", name) for name in outcomes["xfailed"]} == set(EXPECTED_FAILURES["protocol"])
-    assert len(outcomes["passed"]) >= 200, outcomes  # our class really ran (88 HTTP tests alone)
-    assert all("ours" in name or "[" not in name for name in outcomes["passed"])
+    outcomes = run_against_ours("uvicorn", tmp_path)
+    xfailed = {re.sub(r"\[.*", "", name.split("::")[-1]) for name in outcomes.named("xfailed")}
+    assert xfailed == set(EXPECTED_FAILURES["protocol"])
+    passed = outcomes.named("passed")
+    assert len(passed) >= 200, outcomes.counts()  # our class really ran (88 HTTP tests alone)
+    assert all("ours" in name or "[" not in name for name in passed)
 
 
 def test_uvicorn_worker_suite_against_our_worker(tmp_path):
     """uvicorn-worker's tests (real Gunicorn, TLS on and off, every arbiter signal) with our worker."""
-    root = unpack_sdist("uvicorn-worker", tmp_path, drop="uvicorn_worker")
-    outcomes = run_upstream(root, "worker", ["tests/test_workers.py"], tmp_path)
-    assert outcomes["xfailed"] == []
-    assert len(outcomes["passed"]) >= 20, outcomes
-    assert all("ours" in name for name in outcomes["passed"])
+    outcomes = run_against_ours("uvicorn-worker", tmp_path)
+    assert outcomes.named("xfailed") == []
+    assert len(outcomes.named("passed")) >= 20, outcomes.counts()
+    assert all("ours" in name for name in outcomes.named("passed"))
 
 
 def test_gunicorn_arbiter_suite_against_our_arbiter(tmp_path):
     """Gunicorn's own arbiter and worker lifecycle tests (spawning, reaping, signals, reload, stop)
     with the launcher's arbiter in place of Gunicorn's."""
-    root = unpack_sdist("gunicorn", tmp_path, drop="gunicorn")
-    outcomes = run_upstream(root, "arbiter", ["tests/test_arbiter.py"], tmp_path)
-    assert outcomes["xfailed"] == []
-    assert len(outcomes["passed"]) >= 50, outcomes  # 58 in Gunicorn 27.0.1
+    outcomes = run_against_ours("gunicorn", tmp_path)
+    assert outcomes.named("xfailed") == []
+    assert len(outcomes.named("passed")) >= 50, outcomes.counts()  # 58 in Gunicorn 27.0.1
+
+
+def test_the_divergence_report_names_what_differs():
+    """scripts/upstream.sh's comparison, on outcomes made up for it: a test that differs is named with both
+    outcomes, whatever the parameter id; equal ones are not."""
+    ours = upstream.Outcomes({"t::a[ours]": "passed", "t::b[ours-x]": "xfailed", "t::c": "passed"})
+    stock = upstream.Outcomes({"t::a[stock]": "passed", "t::b[stock-x]": "passed", "t::d": "passed"})
+    assert upstream.divergences(ours, stock) == [
+        ("t::b[*-x]", "xfailed", "passed"),
+        ("t::c", "passed", "not run"),
+        ("t::d", "not run", "passed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "expected"),
+    [("xfailed", "passed", True), ("passed", "skipped", True), ("failed", "passed", False),
+     ("not run", "passed", False), ("skipped", "passed", False)],
+)  # fmt: skip
+def test_the_divergence_report_accepts_only_the_expected(mine, theirs, expected):
+    reasons = {"test_b": "our limits"}
+    line, accepted = upstream.judge("t::test_b[*]", mine, theirs, reasons)
+    assert accepted is expected
+    assert line.startswith(f"`t::test_b[*]`: {mine} vs {theirs}")
+    assert ("our limits" in line) is (mine == "xfailed")
+    assert upstream.judge("t::test_c", "xfailed", "passed", reasons)[1] is False  # no reason given

@@ -12,6 +12,9 @@ Loaded by tests/process/test_upstream.py into a pytest run inside an unpacked so
 
 Only those tests run. The failures we expect are marked ``xfail(strict=True)`` with their reason, so
 that any other failure, or one of these passing, fails the run.
+
+With ``ASGI_LAUNCHER_AGAINST=stock`` the same tests run against the upstream class itself, unmarked:
+the baseline that ``python -m support.upstream`` compares ours with.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import os
 import pytest
 
 TARGET = os.environ.get("ASGI_LAUNCHER_TARGET", "")
+AGAINST = os.environ.get("ASGI_LAUNCHER_AGAINST", "ours")
 
 # test name (without parameters) -> why our class deliberately differs
 EXPECTED_FAILURES = {
@@ -47,17 +51,22 @@ BY_NAME = {
 }
 
 
-def _ours():
+def _swapped():
+    """The fixture name, and the class it gets in this run."""
     if TARGET == "protocol":
-        from asgi_launcher.protocol import LimitedHttpToolsProtocol
-
-        return "http_protocol_cls", LimitedHttpToolsProtocol
+        if AGAINST == "stock":
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as cls
+        else:
+            from asgi_launcher.protocol import LimitedHttpToolsProtocol as cls
+        return "http_protocol_cls", cls
+    if AGAINST == "stock":
+        return "worker_class", "uvicorn_worker.UvicornWorker"
     from asgi_launcher.workers import UvicornWorker
 
     return "worker_class", f"{UvicornWorker.__module__}.{UvicornWorker.__name__}"
 
 
-if TARGET == "arbiter":
+if TARGET == "arbiter" and AGAINST == "ours":
     import gunicorn.arbiter
 
     from asgi_launcher.master import arbiter_class
@@ -74,27 +83,27 @@ if TARGET == "arbiter":
 def pytest_generate_tests(metafunc):
     if TARGET == "arbiter":
         return
-    name, ours = _ours()
+    name, cls = _swapped()
     if name in metafunc.fixturenames:
-        metafunc.parametrize(name, [ours], ids=["ours"])
+        metafunc.parametrize(name, [cls], ids=[AGAINST])
 
 
 def pytest_collection_modifyitems(config, items):
     if TARGET == "arbiter":
         return
-    name, ours = _ours()
+    name, cls = _swapped()
     keep, drop = [], []
     for item in items:
         base = item.originalname
         if name in getattr(item, "fixturenames", ()):
             keep.append(item)
         elif TARGET == "protocol" and base in BY_NAME and hasattr(item.module, "HttpToolsProtocol"):
-            item.module.HttpToolsProtocol = ours
+            item.module.HttpToolsProtocol = cls  # under stock, the very class it had
             keep.append(item)
         else:
             drop.append(item)
         reason = EXPECTED_FAILURES.get(TARGET, {}).get(base)
-        if reason:
+        if reason and AGAINST == "ours":
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
     if drop:
         config.hook.pytest_deselected(items=drop)

@@ -132,6 +132,151 @@ def test_slots_are_the_lowest_free_numbers():
     assert newer.slot == 3
 
 
+# ---- MAX_WORKER_MEMORY: the worker's own check, and the guard ----------------------------------------
+
+
+class Counted:
+    def __init__(self, result=None):
+        self.calls = 0
+        self.result = result
+
+    def __call__(self, *args):
+        self.calls += 1
+        return self.result() if callable(self.result) else self.result
+
+
+def own_size() -> tuple[int, int]:
+    from asgi_launcher import resources
+
+    return resources.resident(os.getpid()), resources.proportional(os.getpid())
+
+
+def test_a_worker_past_the_limit_retires_and_tells_the_master():
+    """This process's real RSS and PSS, against a limit below them; the control, a limit above them,
+    neither retires nor reads PSS (about 1 ms) at all."""
+    from asgi_launcher import recycling
+    from asgi_launcher.recycling import OwnMemoryCheck
+
+    rss, pss = own_size()
+    lifecycle, retire = Lifecycle(), Counted()
+    check = OwnMemoryCheck(lifecycle, pss // 2, retire)
+    check()
+    lifecycle.drain()
+    assert retire.calls == 1
+    assert pss // 2 < lifecycle.over[os.getpid()] < rss + 64 * MiB
+
+    above, reads = Lifecycle(), Counted(lambda: pss)
+    original, recycling.resources.proportional = recycling.resources.proportional, reads
+    try:
+        check = OwnMemoryCheck(above, rss + 512 * MiB, retire)
+        check()
+    finally:
+        recycling.resources.proportional = original
+    above.drain()
+    assert (retire.calls, reads.calls, above.over) == (1, 0, {})
+
+
+def test_pss_is_read_only_when_rss_less_the_shared_pages_passes_the_limit(monkeypatch):
+    """RSS counts the pages shared with the master in full, PSS in part: their difference, learnt at
+    one PSS read, keeps later checks on RSS alone until the estimate passes the limit again."""
+    from asgi_launcher import recycling
+    from asgi_launcher.recycling import OwnMemoryCheck
+
+    rss, _ = own_size()
+    reads = Counted(lambda: rss - 50 * MiB)  # 50 MiB shared
+    monkeypatch.setattr(recycling.resources, "proportional", reads)
+    retire = Counted()
+    check = OwnMemoryCheck(Lifecycle(), rss - 20 * MiB, retire)
+    check()
+    assert (reads.calls, retire.calls) == (1, 0)  # RSS is past, PSS is not
+    check()
+    assert reads.calls == 1  # within the interval: not even RSS is read
+    check._next = 0
+    check()
+    assert (reads.calls, retire.calls) == (1, 0)  # past the interval, RSS less 50 MiB is below
+    reads.result = lambda: rss  # the leak grew private pages: nothing shared any more
+    check._shared = 0
+    check._next = 0
+    check()
+    assert (reads.calls, retire.calls) == (2, 1)
+
+
+def test_a_worker_too_big_at_boot_does_not_retire():
+    """The master refuses a limit below the boot size (and says so): the worker must not stop taking
+    work for a replacement that will not come."""
+    from asgi_launcher.recycling import OwnMemoryCheck
+
+    _, pss = own_size()
+    lifecycle, retire = Lifecycle(), Counted()
+    lifecycle.boot_usage = pss
+    OwnMemoryCheck(lifecycle, pss // 2, retire)()
+    assert retire.calls == 0
+
+
+@pytest.mark.parametrize("retired", [True, False])
+def test_the_guard_replaces_a_retired_worker_whatever_it_measures(retired):
+    """A worker that retired takes no work: the guard must replace it even when its own reading is under
+    the limit (shared pages re-divided, memory freed), or it would idle for good. The control: the same
+    worker, not retired, is left alone."""
+    import subprocess
+
+    from asgi_launcher.recycling import MemoryGuard
+
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        lifecycle = Lifecycle()
+        lifecycle.booted[child.pid] = 1 * MiB
+        if retired:
+            lifecycle.over[child.pid] = 95 * MiB
+        warnings = []
+        log = SimpleNamespace(warning=lambda *args: warnings.append(args[0] % args[1:]))
+        srv = SimpleNamespace(WORKERS={child.pid: worker(pid=child.pid, slot=0)}, num_workers=1, log=log)
+        MemoryGuard(srv, lifecycle, 90 * MiB).check()  # sleep's own memory: far below 90 MiB
+        if retired:
+            assert child.wait(10) == -15
+            assert "uses 95.0 MiB" in warnings[0]
+            assert lifecycle.memory_pids == {child.pid}
+            assert lifecycle.over == {}
+        else:
+            assert child.poll() is None
+            assert warnings == []
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_worker_too_big_at_boot_is_left_alone_and_the_others_still_recycled():
+    """A limit below one worker's boot size is said once and that worker left alone (replacing it would
+    loop); the guard goes on for the others: a retired one is still replaced."""
+    import subprocess
+
+    from asgi_launcher.recycling import MemoryGuard
+
+    big, retired = subprocess.Popen(["sleep", "60"]), subprocess.Popen(["sleep", "60"])
+    try:
+        lifecycle = Lifecycle()
+        lifecycle.booted.update({big.pid: 120 * MiB, retired.pid: 40 * MiB})
+        lifecycle.over[retired.pid] = 95 * MiB
+        said = []
+        log = SimpleNamespace(
+            warning=lambda *args: said.append(("warning", args[0] % args[1:])),
+            error=lambda *args: said.append(("error", args[0] % args[1:])),
+        )
+        workers = {big.pid: worker(pid=big.pid, slot=0), retired.pid: worker(pid=retired.pid, slot=1)}
+        guard = MemoryGuard(SimpleNamespace(WORKERS=workers, num_workers=2, log=log), lifecycle, 90 * MiB)
+        guard.check()
+        assert retired.wait(10) == -15
+        assert big.poll() is None
+        lifecycle.memory_pids.clear()  # as if the retired one had left and been replaced
+        guard.check()
+        assert [kind for kind, _ in said] == ["error", "warning"], said  # the refusal said once
+        assert "below what a worker needs to boot" in said[0][1]
+    finally:
+        for child in (big, retired):
+            child.kill()
+            child.wait()
+
+
 # ---- the image's healthcheck, recognised --------------------------------------------------------------
 
 

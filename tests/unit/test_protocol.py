@@ -408,6 +408,36 @@ async def test_past_the_request_limit_every_response_closes_its_connection():
     assert b.transport.transport.writes[-1].endswith(b"Hello")
 
 
+async def test_a_retired_worker_closes_its_listeners_and_answers_each_connection_once_more():
+    """Past MAX_WORKER_MEMORY (asgi_launcher.recycling.OwnMemoryCheck): no new connection, and an open
+    one gets its next answer with Connection: close. The control: the same connection before."""
+    closed = []
+    protocol.PROCESS.stop_accepting = lambda: closed.append("listeners")
+    proto, transport, loop = connect(plain())
+    proto.data_received(GET)
+    await loop.run_task()
+    assert not transport.closed
+    assert b"connection: close" not in transport.writes[-1]
+    protocol.retire()
+    protocol.retire()  # the listeners close once
+    assert closed == ["listeners"]
+    proto.data_received(GET)
+    await loop.run_task()
+    assert b"connection: close" in transport.writes[-1]
+    assert transport.writes[-1].endswith(b"Hello")  # served in full
+    assert proto.transport.is_closing()
+
+
+async def test_the_memory_check_runs_after_each_response():
+    calls = []
+    protocol.PROCESS.after_response = lambda: calls.append(1)
+    proto, _transport, loop = connect(plain())
+    for _ in range(3):
+        proto.data_received(GET)
+        await loop.run_task()
+    assert calls == [1, 1, 1]
+
+
 async def test_drain_serves_a_request_arriving_on_an_idle_connection_then_closes():
     proto, transport, loop = connect(plain())
     proto.data_received(GET)
