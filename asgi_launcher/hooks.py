@@ -111,7 +111,9 @@ class Hooks:
         if self.settings.root_path:
             config.root_path = self.settings.root_path  # read by each connection's protocol
         self._report_boot(config)
-        if self.settings.max_worker_memory:
+        # Only a worker whose boot the master hears of: the guard never replaces one it did not see boot,
+        # and a worker that retired itself must be replaced.
+        if self.settings.max_worker_memory and config.callback_notify is not None:
             from asgi_launcher import protocol
 
             limit = self.settings.max_worker_memory

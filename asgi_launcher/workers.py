@@ -112,16 +112,16 @@ class UvicornWorker(_StockWorker):
 
     def notify(self) -> None:
         """The heartbeat, which Uvicorn's server sends once started (Gunicorn's documented contract).
-        The first one ends the boot: the watchdog stands down, the quick stop is armed, and MAX_REQUESTS
-        learns how to stop accepting connections."""
+        The first one ends the boot: the watchdog stands down, the quick stop is armed, and MAX_REQUESTS and
+        MAX_WORKER_MEMORY learn how to stop accepting connections."""
         super().notify()
         if not self._booted:
             self._booted = True
             self._arm_quick_stop()
-            self._arm_request_limit(calling_server())
+            self._arm_stop_accepting(calling_server())
 
     @staticmethod
-    def _arm_request_limit(server) -> None:
+    def _arm_stop_accepting(server) -> None:
         """MAX_REQUESTS (with Uvicorn's own jitter, as it checks it) and MAX_WORKER_MEMORY stop the
         worker taking connections before it leaves: the protocol closes the server's listeners."""
         if server is None:
