@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 from asgi_launcher.settings import ConfigError
@@ -51,4 +52,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])  # the master, and each worker of it, return here too
+    # The interpreter's exit collects every object it ever made, in passes: 30 to 50 ms of an idle
+    # stop of 60 ms in the Gunicorn master. Frozen objects are never collected; the exit is otherwise
+    # Python's own (threads joined, atexit handlers, streams flushed, modules torn down).
+    gc.freeze()
+    sys.exit(status)

@@ -8,7 +8,7 @@ cannot do:
   with Gunicorn's own exit status and one line, not with a raw HaltServer traceback and status 1 (a
   race in Gunicorn's arbiter);
 - a stop ends as soon as the last worker is gone: Gunicorn's arbiter checks every 0.1 s, and sleeps
-  once more after the last one (``Arbiter.stop``): a third of an idle stop.
+  once more after the last one (``Arbiter.stop``); here each worker is reaped as it exits.
 
 The arbiter is Gunicorn's, subclassed in two methods (``stop``, ``reap_workers``) and put in place
 of ``gunicorn.app.base.Arbiter``; tests/process/test_upstream.py fails by name if one of them goes away.
@@ -23,6 +23,8 @@ import sys
 import time
 
 from asgi_launcher.logs import report
+
+REAP_INTERVAL = 0.1  # seconds: Gunicorn's stop loop sleeps this long between its reaps
 
 
 class _AllGone(Exception):
@@ -45,11 +47,18 @@ def arbiter_class():
                 self._stopping = False
 
         def reap_workers(self):
-            if self._stopping and self.WORKERS:
-                _wait_for_a_child(0.1)  # the loop's own interval, but ended by the first exit
-            super().reap_workers()
-            if self._stopping and not self.WORKERS and not getattr(self, "dirty_arbiter_pid", 0):
-                raise _AllGone
+            if not self._stopping:
+                return super().reap_workers()
+            # The stop loop's interval, spent reaping each worker as it exits.
+            deadline = time.monotonic() + REAP_INTERVAL
+            while True:
+                if self.WORKERS:
+                    _wait_for_a_child(deadline - time.monotonic())
+                super().reap_workers()
+                if not self.WORKERS and not getattr(self, "dirty_arbiter_pid", 0):
+                    raise _AllGone
+                if time.monotonic() >= deadline:
+                    return None
 
     return QuickArbiter
 

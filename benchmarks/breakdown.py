@@ -226,19 +226,12 @@ def exit_timeline(server: servers.Running) -> dict:
 
 
 def python_steps(env: dict, repeats: int) -> dict[str, float]:
-    """The Python that start.sh runs before the server, each step timed alone: ``start`` (the switch
-    from root, every check, the plan; it then execs start.sh again for the pre-start script, here
-    /bin/true) where the launcher has it, else the older pair ``as-app-user`` (an interpreter that
-    execs start.sh again, as root) and ``plan`` (the checks and the plan)."""
+    """The Python that start.sh runs before the server, timed alone: ``start --prestart-only`` (the
+    switch from root, every check, the plan, and the pre-start script sourced in bash), which stops
+    where the start would exec Gunicorn."""
     python = [sys.executable, "-m", "asgi_launcher"]
     with_prestart = {**env, "PRE_START_PATH": str(spawn.REPO / "prestart.sh")}
-    try:
-        return {"start": timed([*python, "start", "/bin/true"], with_prestart, repeats)}
-    except subprocess.CalledProcessError:
-        return {
-            "as-app-user": timed([*python, "as-app-user", "/bin/true"], env, repeats),
-            "plan": timed([*python, "plan", "1"], env, repeats),
-        }
+    return {"start": timed([*python, "start", "--prestart-only"], with_prestart, repeats)}
 
 
 def timed(argv: list[str], env: dict, repeats: int) -> float:

@@ -48,6 +48,45 @@ def test_idle_master_stops_promptly(package_app, launch, sig):
     assert server.workers() == []
 
 
+def test_the_workers_server_wakes_on_a_stop_signal(monkeypatch):
+    """Our worker's server ends its main loop when the stop signal comes, not at its next tick (here an
+    hour away), and, idle, shuts down without Uvicorn's pause; requests in flight are
+    test_sigterm_lets_an_in_flight_request_finish's."""
+    from support.asgifakes import plain
+    from support.proc import free_port
+    from uvicorn.config import Config
+
+    from asgi_launcher.workers import AwakeServer
+
+    monkeypatch.setattr(AwakeServer, "tick", 3600)
+    server = AwakeServer(Config(plain(), port=free_port(), lifespan="off", log_config=None))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server._tick is not None, 10, "the server's main loop to wait for its tick")
+    server.handle_exit(signal.SIGTERM, None)  # what the signal handler calls, from another thread here
+    thread.join(30)
+    assert not thread.is_alive(), "the stop waited for the main loop's next tick"
+
+
+def test_sigterm_ends_each_worker_through_its_exit_handlers(single_file_app, launch):
+    """Uvicorn raises the stop signal again once its server has shut down, which killed the worker
+    before Python's exit: the app's atexit handlers never ran. Our worker ends with status 0 after them."""
+    main = single_file_app / "main.py"
+    main.write_text(
+        "import atexit, os\n"
+        "atexit.register(lambda: print(f'atexit ran in {os.getpid()}', flush=True))\n" + main.read_text()
+    )
+    server = launch(single_file_app)
+    server.wait_ready()
+    pids = [worker.pid for worker in server.wait_workers(2)]
+    # A worker still importing the app is killed by SIGTERM, as Gunicorn's are: both have to be serving.
+    wait_for(lambda: server.output.count("Application startup complete") == 2, 20, "both workers serving")
+    assert stop_time(server, signal.SIGTERM, timeout=30) < 30
+    for pid in pids:
+        assert f"atexit ran in {pid}" in server.output, server.output
+    assert "was sent SIGTERM" not in server.output
+
+
 def test_reload_server_follows_source_changes(single_file_app, launch):
     server = launch(single_file_app, script=START_RELOAD)
     assert server.wait_ready().json() == {"Hello": "single file"}

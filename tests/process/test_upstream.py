@@ -141,6 +141,138 @@ def test_gunicorn_and_uvicorn_worker_still_have_what_we_use(tmp_path):
         worker.tmp.close()
 
 
+def test_uvicorn_worker_builds_its_server_in_serve(tmp_path):
+    """Our worker's ``_serve`` (with AwakeServer, the quick idle stop) is what uvicorn-worker's ``run``
+    runs."""
+    import uvicorn_worker
+    from gunicorn.config import Config as GunicornConfig
+    from gunicorn.glogging import Logger
+
+    cfg = GunicornConfig()
+    cfg.set("worker_tmp_dir", str(tmp_path))
+    worker = uvicorn_worker.UvicornWorker(0, os.getpid(), [], None, 30, cfg, Logger(cfg))
+    served = []
+
+    async def serve():
+        served.append(True)
+
+    worker._serve = serve
+    try:
+        worker.run()
+    finally:
+        worker.tmp.close()
+    assert served == [True], (
+        "uvicorn_worker.UvicornWorker.run no longer runs self._serve(): asgi_launcher/workers.py's "
+        "_serve (AwakeServer: the quick idle stop) is not used"
+    )
+
+
+class _Recorder:
+    """Stands for a listener, a socket and the lifespan of a Uvicorn server: records what is done to it."""
+
+    def __init__(self, events: list, name: str):
+        self.events, self.name = events, name
+
+    def close(self):
+        self.events.append(f"{self.name}.close")
+
+    async def wait_closed(self):
+        self.events.append(f"{self.name}.wait_closed")
+
+    async def shutdown(self):
+        self.events.append(f"{self.name}.shutdown")
+
+
+def _run_recorded(server, method: str, monkeypatch, *args) -> list:
+    """What ``server.<method>(*args)`` does on an idle server, Uvicorn's sleeps included."""
+    import asyncio
+
+    events: list = []
+    server.servers = [_Recorder(events, "listener")]
+    server.lifespan = _Recorder(events, "lifespan")
+
+    async def sleep(seconds, result=None):
+        events.append(f"sleep {seconds}")
+        return result
+
+    ticks = []
+
+    async def on_tick(counter):
+        ticks.append(counter)
+        events.append(f"tick {counter}")
+        return counter >= 3
+
+    server.on_tick = on_tick
+    sockets = [_Recorder(events, "socket")]
+    with monkeypatch.context() as patch:
+        patch.setattr(asyncio, "sleep", sleep)
+        patch.setattr(type(server), "tick", 0.0, raising=False)  # AwakeServer: no real wait
+        asyncio.run(getattr(server, method)(*([sockets] if method == "shutdown" else [])))
+    return events
+
+
+def test_uvicorn_main_loop_is_what_awake_server_mirrors(monkeypatch):
+    """AwakeServer.main_loop is Uvicorn's, with a sleep a stop signal can end: the same ticks, at
+    Uvicorn's interval."""
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    stock = _run_recorded(Server(Config(app=None)), "main_loop", monkeypatch)
+    assert stock == ["tick 0", "sleep 0.1", "tick 1", "sleep 0.1", "tick 2", "sleep 0.1", "tick 3"], (
+        f"Uvicorn's Server.main_loop changed ({stock}): asgi_launcher/workers.py's AwakeServer.main_loop "
+        "mirrors it"
+    )
+    ours = _run_recorded(workers.AwakeServer(Config(app=None)), "main_loop", monkeypatch)
+    assert ours == [event for event in stock if not event.startswith("sleep")]
+    assert workers.AwakeServer.tick == 0.1
+
+
+@pytest.mark.parametrize(
+    "signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT], [signal.SIGTERM, signal.SIGINT]]
+)
+def test_uvicorn_handle_exit_is_what_awake_server_mirrors(signals):
+    """AwakeServer.handle_exit sets what Uvicorn's sets, except the signal it would raise again."""
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    stock, ours = Server(Config(app=None)), workers.AwakeServer(Config(app=None))
+    before = dict(vars(stock))
+    for sig in signals:
+        stock.handle_exit(sig, None)
+        ours.handle_exit(sig, None)
+    changed = {name for name, value in vars(stock).items() if before.get(name, object()) != value}
+    assert changed - {"_captured_signals"} <= {"should_exit", "force_exit"}, (
+        f"Uvicorn's Server.handle_exit now changes {sorted(changed)}: asgi_launcher/workers.py's "
+        "AwakeServer.handle_exit mirrors it"
+    )
+    assert (ours.should_exit, ours.force_exit) == (stock.should_exit, stock.force_exit)
+    assert not getattr(ours, "_captured_signals", []), "the worker would be killed by its stop signal"
+
+
+def test_uvicorn_idle_shutdown_is_what_awake_server_mirrors(monkeypatch):
+    """With no connection open, AwakeServer.shutdown does Uvicorn's steps without its pause."""
+    from uvicorn.config import Config
+    from uvicorn.server import Server
+
+    stock = _run_recorded(Server(Config(app=None)), "shutdown", monkeypatch)
+    expected = ["listener.close", "socket.close", "sleep 0.1", "listener.wait_closed", "lifespan.shutdown"]
+    assert stock == expected, (
+        f"Uvicorn's Server.shutdown changed ({stock}): asgi_launcher/workers.py's AwakeServer.shutdown "
+        "mirrors it when no connection is open"
+    )
+    ours = _run_recorded(workers.AwakeServer(Config(app=None)), "shutdown", monkeypatch)
+    assert ours == [event for event in expected if not event.startswith("sleep")]
+    # With a connection open, it is Uvicorn's own, pause included.
+    busy = workers.AwakeServer(Config(app=None))
+
+    class Connection:
+        def shutdown(self):
+            busy.server_state.connections.discard(self)
+
+    busy.server_state.connections.add(Connection())
+    assert "sleep 0.1" in _run_recorded(busy, "shutdown", monkeypatch)
+
+
 # ---- canaries: Gunicorn's arbiter, by what it does (asgi_launcher/master.py, recycling.py) -------------
 
 
@@ -284,6 +416,49 @@ def test_the_quick_arbiter_ends_the_stop_with_the_last_worker():
         arbiter.reap_workers()  # nothing left to wait for: out of Gunicorn's loop before its sleep
     arbiter._stopping = False
     arbiter.reap_workers()  # outside a stop: Gunicorn's own, nothing raised
+
+
+def test_the_quick_arbiter_reaps_each_worker_as_it_exits():
+    """Gunicorn's stop loop reaps, then sleeps 0.1 s: a worker that exits during that sleep was reaped
+    after it. The quick arbiter spends the interval reaping each worker as it exits. In a child
+    process: reap_workers reaps any child, and pytest's own are not ours to take."""
+    script = """
+import os, sys, threading
+from gunicorn.app.base import BaseApplication
+from asgi_launcher import master
+
+class Bare(BaseApplication):
+    def load_config(self): pass
+    def load(self): return None
+
+class Worker:
+    class tmp:
+        @staticmethod
+        def close(): pass
+
+master.REAP_INTERVAL = 60  # the interval, long: no bound on the machine's speed
+arbiter = master.arbiter_class()(Bare())
+first = os.fork()
+if first == 0:
+    os._exit(0)
+read, write = os.pipe()
+second = os.fork()
+if second == 0:
+    os.read(read, 1)  # exits when told, after the first
+    os._exit(0)
+os.waitid(os.P_PID, first, os.WEXITED | os.WNOWAIT)
+arbiter.WORKERS = {first: Worker(), second: Worker()}
+arbiter._stopping = True
+threading.Timer(0.3, os.write, (write, b"x")).start()
+try:
+    arbiter.reap_workers()
+except master._AllGone:
+    sys.exit(0)
+print("reap_workers returned with workers", sorted(arbiter.WORKERS) == [second] and "[the second]")
+sys.exit(1)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_worker_finds_uvicorns_server_from_its_heartbeat():
