@@ -97,6 +97,7 @@ PACKAGES = {
     "uvicorn": ("uvicorn",),
     "fastapi-run": ("fastapi-cli", "uvicorn"),
     "granian": ("granian",),
+    "granian-worker": ("gunicorn", "granian"),
 }
 
 

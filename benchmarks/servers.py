@@ -53,6 +53,12 @@ SERVERS: dict[str, tuple[str, bool]] = {
     "uvicorn": ("uvicorn --workers N --no-access-log (the reference for ratios)", False),
     "fastapi-run": ("fastapi run --workers N, as it ships", True),
     "granian": ("granian --interface asgi --workers N, as it ships (access log off by default)", False),
+    # An evaluation, run only when named: granian's Rust HTTP engine in a Gunicorn worker (a prototype).
+    "granian-worker": (
+        "gunicorn -k granian_worker.GranianWorker (benchmarks/granian_worker.py, a prototype) with"
+        " tiangolo's settings, no access log",
+        False,
+    ),
 }
 DEFAULT = ("ours", "ours-preload", "tiangolo", "uvicorn-worker", "uvicorn", "fastapi-run", "granian")
 OURS = {  # the variables each of our variants sets on top of the defaults
@@ -102,6 +108,9 @@ def command(name: str, workers: int, port: int, app_root: Path = REPO) -> tuple[
         return ["fastapi", "run", "app/main.py", "--workers", str(workers), *net], {}
     if name == "granian":
         return ["granian", "--interface", "asgi", "--workers", str(workers), *net, "app.main:app"], {}
+    if name == "granian-worker":
+        argv = ["gunicorn", "-k", "granian_worker.GranianWorker", "-c", str(TIANGOLO_CONF), "app.main:app"]
+        return argv, {**gunicorn, "PYTHONPATH": str(BENCH)}
     raise ValueError(f"unknown server {name!r}")
 
 

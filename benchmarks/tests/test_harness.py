@@ -243,8 +243,8 @@ def synthetic_results() -> dict:
 
     speeds = [1.0, 0.9, 1.05, 0.8, 1.0]  # the machine's speed, round by round
     rounds = {
-        "ours": [measured(1100 * s, 20 / s, 0.5, 0.12) for s in speeds],
-        "granian": [measured(1000 * s, 20 / s, 0.6, 0.07) for s in speeds],
+        "ours": [measured(1100 * s, 20 / s, 0.5, 0.05) for s in speeds],
+        "granian": [measured(1000 * s, 20 / s, 0.6, 0.04) for s in speeds],
         "uvicorn": [measured(900 * s, 25 / s, 0.4, 0.4) for s in speeds],
         "tiangolo": [measured(800 * s, 30 / s, 0.45, 0.35) for s in speeds],
     }
@@ -270,14 +270,14 @@ def test_goals_compare_ours_with_the_best_peer_of_the_run():
     assert throughput["interval"]["ratio"] == pytest.approx(1.1)
     assert throughput["verdict"] == "met"
     assert goals["p99 `/` c=64 <= the best peer's"]["verdict"] == "met"  # level in every round: 1.00x
-    assert goals["idle stop (SIGTERM to exit) <= 0.15 s"]["verdict"] == "met"
+    assert goals["idle stop (SIGTERM to exit) <= 0.1 s"]["verdict"] == "met"
     inflight = goals["a request in flight at SIGTERM is answered, then the server exits"]
     assert inflight["verdict"] == "not met"
     assert inflight["measured"] == "4 of 5 answered"
     start = goals["start to first 200 <= tiangolo's start script"]
     assert start["interval"]["ratio"] == pytest.approx(0.5 / 0.45)
     assert start["verdict"] == "not met"
-    assert goals["`docker stop`, idle, <= 0.15 s"]["verdict"] == "not judged"  # no container part
+    assert goals["`docker stop`, idle, <= 0.25 s"]["verdict"] == "not judged"  # no container part
     vs_uvicorn = results["servers"]["ours"]["compare"]["paths"]["/"]["64"]["requests_per_s"]["vs_uvicorn"]
     assert vs_uvicorn["ratio"] == pytest.approx(1100 / 900)
 
